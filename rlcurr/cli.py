@@ -1,0 +1,58 @@
+"""rlcurr command line: train | recipes | inspect."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlcurr.errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def cmd_train(args) -> None:
+    from rlcurr.config import load_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    from rlcurr.trainer import Trainer  # heavy imports (torch, ray) only once the recipe is valid
+
+    Trainer(cfg).run()
+    print(f"run written to {cfg.run_dir}")
+
+
+def cmd_recipes(args) -> None:
+    from rlcurr.config import load_yaml
+
+    for path in sorted(Path(args.dir).glob("*.yaml")):
+        try:
+            desc = load_yaml(path).get("description", "")
+        except UserError as e:
+            desc = f"(unreadable: {e})"
+        print(f"{path.stem:<28} {str(desc).strip().splitlines()[0] if desc else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlcurr", description="RL post-training with a curriculum controller")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train from a recipe YAML with dotted.key=value overrides")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="e.g. trainer.steps=50 algo.clip_high=0.28")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.add_argument("--dir", default=str(RECIPES_DIR))
+    p.set_defaults(fn=cmd_recipes)
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Recipe schema: YAML -> validated, frozen `Config`, with dotted command-line overrides.
+
+Every section forbids unknown keys, so a typo is an error naming its dotted path. The config is
+never mutated after parsing; the trainer reads it, and `config.yaml` in the run directory is
+the resolved version (all defaults filled in).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from envs.arith import ArithConfig
+from rlcurr.curriculum.config import CurriculumConfig
+from rlcurr.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyModelConfig(Section):
+    """A random-init Qwen2/Llama model with a character-level tokenizer, built locally."""
+
+    arch: Literal["qwen2", "llama"] = "qwen2"
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(2, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+    max_position_embeddings: int = Field(256, ge=16)
+
+
+class WarmupConfig(Section):
+    """Supervised warm-up on the environment's train pools before RL (0 steps = none)."""
+
+    steps: int = Field(0, ge=0)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    distributions: list[str] | None = None  # default: all of the environment's distributions
+    hint_fraction: float = Field(0.0, ge=0, le=1, description="share of examples shown with their hint")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1)
+    alpha: float = 16.0
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelConfig(Section):
+    path: str | None = None  # a local Hugging Face causal-LM directory
+    tiny: TinyModelConfig | None = None
+    warmup: WarmupConfig = WarmupConfig()
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.path (a local HF model dir) or model.tiny")
+        return self
+
+
+class RewardSpec(Section):
+    name: str  # registered name or import path ('pkg.mod:fn' / 'pkg.mod.fn')
+    weight: float = 1.0
+
+
+class RewardConfig(Section):
+    timeout_s: float = Field(30.0, gt=0)
+    on_error: Literal["raise", "none"] = "raise"
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf", "vllm"] = "hf"
+    num_workers: int = Field(1, ge=1)
+    n: int = Field(8, ge=1, description="answers per prompt")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(16, ge=1)
+    gpu_memory_utilization: float = Field(0.25, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+
+
+class AlgoConfig(Section):
+    name: Literal["grpo", "drgrpo", "rloo"] = "grpo"  # advantage estimator
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.2, ge=0)  # DAPO clip-higher: 0.28
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    kl_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    entropy_coef: float = 0.0
+    epochs: int = Field(1, ge=1, description="optimisation passes over each batch")
+    mini_batches: int = Field(1, ge=1, description="optimizer steps per epoch")
+    micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (grad accumulation)")
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "linear", "cosine", "wsd", "rex"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying")
+
+
+class LearnerConfig(Section):
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0)
+    schedule: ScheduleConfig = ScheduleConfig()
+    num_workers: int = Field(1, ge=1)
+
+
+class TrainerConfig(Section):
+    steps: int = Field(50, ge=1)
+    prompts_per_step: int = Field(8, ge=1)
+    output_dir: str | None = None  # default runs/<name>
+    overwrite: bool = False
+    save_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class EvalConfig(Section):
+    every: int = Field(10, ge=0, description="0 = only before and after training")
+    max_tokens: int | None = None  # default: rollout.max_tokens
+
+
+class WandbConfig(Section):
+    project: str = "rlcurr"
+    mode: Literal["online", "offline"] = "offline"
+
+
+class LoggingConfig(Section):
+    tensorboard: bool = True
+    wandb: WandbConfig | None = None
+    progress: bool = True
+
+
+from envs.math import MathConfig  # noqa: E402
+from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
+
+EnvConfig = Annotated[Union[ArithConfig, ReasoningGymConfig, MathConfig], Field(discriminator="name")]
+
+
+class Config(Section):
+    name: str
+    description: str = ""
+    seed: int = 0
+    model: ModelConfig
+    env: EnvConfig
+    rewards: list[RewardSpec] | None = None  # default: the environment's own
+    reward: RewardConfig = RewardConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    algo: AlgoConfig = AlgoConfig()
+    learner: LearnerConfig = LearnerConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.output_dir or f"runs/{self.name}")
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} must look like dotted.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"override {text!r}: empty component in key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # leave it a string; the schema decides whether that is acceptable
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each `a.b.c=value` in a nested dict (value parsed as YAML: 50 -> int, [1,2] -> list)."""
+    for text in overrides:
+        parts, value = _parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in {"arith", "reasoning_gym", "math"} and False))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        show_got = e["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict)
+        lines.append(f"{loc or '<recipe>'}: {msg}" + (f" (got {got!r})" if show_got else ""))
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping at the top level")
+    return data
+
+
+def build_config(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(e)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    data = load_yaml(path)
+    data.setdefault("name", Path(path).stem)
+    return build_config(apply_overrides(data, list(overrides)))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,145 @@
+"""Curriculum section of the recipe (see rlcurr.curriculum.controller).
+
+Everything here is validated on its own (types, ranges, "sampler=weights needs weights").
+Checks that need the environment (do `weights` / `budget.per_distribution` /
+`alp_gmm.params` name real distributions?) happen in `CurriculumController`, which raises a
+`UserError` naming the dotted key and the valid names.
+
+Defaults follow /work/shared/METHODS.md; the section numbers below refer to it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CurriculumSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UCBConfig(CurriculumSection):
+    """DUMP (METHODS 1): UCB_j = mean|A| over a FIFO window + c sqrt(2 ln(N+1) / (n_j+1))."""
+
+    c: float = Field(1.0, ge=0, description="exploration weight")
+    tau: float = Field(0.1, gt=0, description="softmax temperature over UCB scores")
+    window: int = Field(300, ge=1, description="answers kept per distribution for mean |A|")
+
+
+class SECConfig(CurriculumSection):
+    """Self-Evolving Curriculum (METHODS 2): TD(0) on mean |A|, softmax(Q / tau)."""
+
+    alpha: float = Field(0.1, gt=0, le=1, description="TD(0) step size")
+    tau: float = Field(1.0, gt=0, description="softmax temperature over Q")
+
+
+class ALPGMMConfig(CurriculumSection):
+    """ALP-GMM (METHODS 8): GMMs on [task params, ALP], sample a Gaussian by its mean ALP."""
+
+    fit_every: int = Field(250, ge=2, description="episodes (prompt groups) between GMM fits")
+    explore: float = Field(0.2, ge=0, le=1, description="share of uniform random draws")
+    min_components: int = Field(2, ge=1)
+    max_components: int = Field(10, ge=1)
+    em_iters: int = Field(100, ge=1, description="EM iterations per fit (sklearn's default)")
+    params: dict[str, list[float]] | None = Field(
+        None, description="task-parameter vector per distribution; default: its index scaled to [0, 1]"
+    )
+
+    @model_validator(mode="after")
+    def _components(self) -> "ALPGMMConfig":
+        if self.min_components > self.max_components:
+            raise ValueError("alp_gmm.min_components must be <= alp_gmm.max_components")
+        if self.params:
+            dims = {len(v) for v in self.params.values()}
+            if len(dims) != 1 or 0 in dims:
+                raise ValueError("alp_gmm.params: every vector must have the same, non-zero length")
+        return self
+
+
+class BudgetRange(CurriculumSection):
+    start: int = Field(ge=1)
+    end: int = Field(ge=1)
+
+
+class BudgetConfig(CurriculumSection):
+    """Token-budget tightening (METHODS 3, "Train Long, Think Short"); see budget.py for shapes."""
+
+    shape: Literal["exponential", "linear", "cosine", "step"] = "exponential"
+    start: int = Field(256, ge=1, description="B0: budget at step 0")
+    end: int = Field(64, ge=1, description="B_min: final (exponential: floor) budget")
+    gamma: float = Field(0.7, gt=0, le=1, description="exponential: factor per stage")
+    every: int = Field(1, ge=1, description="exponential/step: steps per stage (T)")
+    steps: int | None = Field(None, ge=1, description="linear/cosine/step: steps to reach `end`; default trainer.steps")
+    slack: int = Field(0, ge=0, description="extra max_tokens beyond the budget")
+    per_distribution: dict[str, BudgetRange] | None = None
+    penalty: float = Field(0.5, ge=0, description="weight of the over-budget length penalty")
+    penalty_cap: float = Field(1.0, gt=0, description="cap on (tokens - budget) / budget")
+
+    @model_validator(mode="after")
+    def _decreasing(self) -> "BudgetConfig":
+        ranges = [(self.start, self.end)] + [(r.start, r.end) for r in (self.per_distribution or {}).values()]
+        if self.shape == "exponential" and any(s < e for s, e in ranges):
+            raise ValueError("budget.shape=exponential decays from start to end: start must be >= end")
+        return self
+
+
+class GuidanceConfig(CurriculumSection):
+    """Guide-GRPO (METHODS 4): re-roll all-wrong groups with the prompt's hint in context."""
+
+    success_threshold: float = Field(0.001, ge=0, lt=1, description="re-roll groups with success rate <= this")
+    max_rerolls: int | None = Field(None, ge=0, description="per step; None = no limit")
+    success_reward: str | None = Field(
+        None, description="reward function whose value > 0 means success; default: total reward > 0"
+    )
+
+
+class DynamicSamplingConfig(CurriculumSection):
+    """DAPO dynamic sampling (METHODS 5): drop zero-variance groups, regenerate to fill the batch."""
+
+    max_rounds: int = Field(4, ge=1, description="generation rounds per step before giving up")
+
+
+class D3SConfig(CurriculumSection):
+    """D3S (METHODS 6): keep fractions, linear in training progress from *_init to *_final."""
+
+    n_init: float = Field(0.5, gt=0, le=1, description="share of answers kept per group at the start")
+    n_final: float = Field(1.0, gt=0, le=1)
+    k_init: float = Field(0.5, gt=0, le=1, description="share of tokens trained on at the start")
+    k_final: float = Field(1.0, gt=0, le=1)
+
+
+class EADConfig(CurriculumSection):
+    """Exploratory Annealed Decoding (METHODS 7)."""
+
+    tau_max: float = Field(1.2, gt=0)
+    tau_min: float = Field(0.1, gt=0, description="0.1 small models, 0.8 at 7B")
+    d0: float = Field(25.0, gt=0)
+    alpha: float = Field(5.0, ge=0)
+    d_max: float = Field(40000.0, gt=0)
+    warm_tokens: int = Field(10, ge=0, description="positions t < warm_tokens use temperature 1.0")
+
+
+class CurriculumConfig(CurriculumSection):
+    sampler: Literal["uniform", "weights", "ucb", "sec", "alp_gmm"] = "uniform"
+    weights: dict[str, float] | None = None  # sampler=weights: fixed mixture
+    min_prob: float = Field(0.0, ge=0, lt=1, description="probability floor per distribution")
+    ucb: UCBConfig = UCBConfig()
+    sec: SECConfig = SECConfig()
+    alp_gmm: ALPGMMConfig = ALPGMMConfig()
+    budget: BudgetConfig | None = None
+    guidance: GuidanceConfig | None = None
+    dynamic_sampling: DynamicSamplingConfig | None = None
+    d3s: D3SConfig | None = None
+    ead: EADConfig | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> "CurriculumConfig":
+        if self.sampler == "weights" and not self.weights:
+            raise ValueError("curriculum.sampler=weights needs curriculum.weights (distribution -> weight)")
+        if self.weights is not None:
+            if any(w < 0 for w in self.weights.values()):
+                raise ValueError("curriculum.weights must be >= 0")
+            if sum(self.weights.values()) <= 0:
+                raise ValueError("curriculum.weights must have a positive sum")
+        return self

@@ -1,0 +1,33 @@
+"""LearnerWorker: a Ray actor that holds one `Learner`. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+import torch
+
+from rlcurr.learner.learner import Learner
+from rlcurr.types import TrainSample
+
+
+@ray.remote(num_cpus=0)
+class LearnerWorker:
+    def __init__(self, *args, threads: int | None = None, **kwargs):
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.learner = Learner(*args, **kwargs)
+
+    def train_step(self, samples: list[TrainSample], step: int) -> dict[str, float]:
+        return self.learner.train_step(samples, step)
+
+    def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        return self.learner.logprobs(samples)
+
+    def named_weights(self):
+        return self.learner.named_weights()
+
+    def save_pretrained(self, path: str) -> None:
+        self.learner.save_pretrained(path)
+
+    def parameter_checksum(self) -> float:
+        return float(sum(p.detach().double().abs().sum() for p in self.learner.model.parameters()))

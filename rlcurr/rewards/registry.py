@@ -1,0 +1,221 @@
+"""Reward functions by name: a registry of built-ins plus import paths to user code.
+
+A reward function follows TRL's contract::
+
+    fn(prompts, completions, **columns) -> list[float | None]     # None = not applicable
+
+`async def` functions are allowed (the runner awaits them). rlcurr always calls a reward by
+keyword -- ``fn(prompts=..., completions=..., **columns)`` -- exactly as TRL's GRPOTrainer does,
+so TRL functions that take ``completions`` first (``think_format_reward(completions, **kwargs)``,
+``accuracy_reward(completions, solution, **kwargs)``) work unchanged. The one signature rule is
+that a reward must accept ``**kwargs``: every environment column is passed to every function.
+
+A recipe names a reward in one of three ways:
+
+- a registered name: ``exact_match`` (see `registered_names()`; built-ins live in
+  `rlcurr.rewards.builtin`, user code can add its own with ``@register("name")``);
+- an import path: ``my_pkg.my_rewards:fn`` or ``my_pkg.my_rewards.fn`` (the current working
+  directory is searched too, so a ``my_rewards.py`` next to the recipe works);
+- a file path: ``path/to/my_rewards.py:fn``.
+
+Completion format. TRL hands completions to reward functions as plain strings for plain-text
+prompts and as message lists (``[[{"role": "assistant", "content": ...}], ...]``) for chat
+prompts; TRL's own reward functions read ``completion[0]["content"]``. rlcurr decides per
+function (`completion_format`):
+
+1. the type annotation of the function's ``completions`` parameter, if it has one: an annotation
+   mentioning ``dict`` (TRL's ``list[list[dict[str, str]]]``) means messages, any other
+   annotation (``list[str]``) means strings;
+2. otherwise TRL's rule: messages when the model's tokenizer has a chat template, strings when it
+   does not (the runner's ``conversational`` flag, see `rlcurr.prompting.has_chat_template`).
+
+So TRL's built-in reward functions always get messages, an unannotated user function sees what
+it would see under TRL, and rlcurr's built-ins accept both forms.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from rlcurr.errors import UserError
+
+RewardFn = Callable[..., Any]
+CompletionFormat = Literal["text", "messages"]
+
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator: make `fn` available to recipes as `name`."""
+
+    def deco(fn: RewardFn) -> RewardFn:
+        old = _REGISTRY.get(name)
+        # Re-importing the same module (reloads in notebooks/tests) re-registers the same function.
+        if old is not None and _qualified(old) != _qualified(fn):
+            raise ValueError(f"reward name {name!r} is already registered to {_qualified(old)}")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def registered_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def resolve_reward(name: str) -> RewardFn:
+    """Return the callable a recipe's reward `name` refers to, or raise a UserError saying why not."""
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" not in name and "." not in name:
+        raise UserError(_unknown_name_message(name))
+    fn = _import_object(name)
+    check_signature(fn, name)
+    return fn
+
+
+def check_signature(fn: Any, name: str) -> None:
+    """A reward must be callable by keyword with prompts=, completions= and arbitrary columns."""
+    if not callable(fn):
+        raise UserError(f"reward {name!r} is not callable (it is a {type(fn).__name__})")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # some C callables have no inspectable signature; calling them will tell
+    params = list(sig.parameters.values())
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        raise UserError(
+            f"reward {name!r} has signature {sig}; a reward function must accept **kwargs "
+            "(rlcurr passes prompts=, completions= and every data column by keyword), "
+            "e.g. def my_reward(prompts, completions, **kwargs)"
+        )
+    for p in params:
+        if p.kind is p.POSITIONAL_ONLY and p.default is p.empty:
+            raise UserError(
+                f"reward {name!r} has signature {sig}; parameter {p.name!r} is positional-only, "
+                "but rlcurr calls reward functions by keyword (as TRL does)"
+            )
+
+
+def required_columns(fn: RewardFn) -> list[str]:
+    """Keyword parameters without a default, other than prompts/completions: columns it needs."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in ("prompts", "completions")
+    ]
+
+
+def completion_format(fn: RewardFn, conversational: bool) -> CompletionFormat:
+    """Which form `fn` gets its completions in (see the module docstring)."""
+    try:
+        param = inspect.signature(fn).parameters.get("completions")
+    except (TypeError, ValueError):
+        param = None
+    if param is not None and param.annotation is not inspect.Parameter.empty:
+        text = param.annotation if isinstance(param.annotation, str) else repr(param.annotation)
+        return "messages" if "dict" in text.lower() else "text"
+    return "messages" if conversational else "text"
+
+
+def reward_label(fn: RewardFn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _qualified(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _load_builtins() -> None:
+    # Imported here, not at module top: builtin.py imports `register` from this module.
+    import rlcurr.rewards.builtin  # noqa: F401
+
+
+def _unknown_name_message(name: str) -> str:
+    names = sorted(_REGISTRY)
+    close = difflib.get_close_matches(name, names, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown reward {name!r}{maybe}. Registered rewards: {', '.join(names)}. "
+        "A user function is referenced by import path, e.g. 'my_module:my_reward' "
+        "or 'path/to/file.py:my_reward'"
+    )
+
+
+def _split_path(name: str) -> tuple[str, str]:
+    if ":" in name:
+        target, attr = name.rsplit(":", 1)
+    else:
+        target, attr = name.rsplit(".", 1)
+    if not target or not attr:
+        raise UserError(f"reward {name!r}: expected 'module:function' or 'module.function'")
+    return target, attr
+
+
+def _import_object(name: str) -> Any:
+    target, attr = _split_path(name)
+    module = _import_file(target, name) if target.endswith(".py") else _import_module(target, name)
+    obj: Any = module
+    for part in attr.split("."):  # 'module:Class.method' is allowed
+        if not hasattr(obj, part):
+            public = sorted(
+                a for a, v in vars(module).items()
+                if not a.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__
+            )
+            raise UserError(
+                f"reward {name!r}: module {module.__name__!r} has no attribute {attr!r}. "
+                f"Functions defined there: {', '.join(public[:30]) or '(none)'}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import_module(module_name: str, name: str) -> Any:
+    # The console script's sys.path does not include the working directory; users expect a
+    # my_rewards.py next to their recipe to be importable, as with `python -m`.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:  # ImportError, SyntaxError, or anything the module raises at import
+        raise UserError(
+            f"reward {name!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _import_file(file: str, name: str) -> Any:
+    path = Path(file).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"reward {name!r}: file not found: {path}")
+    module_name = f"rlcurr_user_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # before exec: dataclasses and pickle look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise UserError(f"reward {name!r}: cannot import {path}: {type(e).__name__}: {e}") from None
+    return module

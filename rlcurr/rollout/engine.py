@@ -1,0 +1,19 @@
+"""The generation-engine protocol that rollout workers wrap (transformers or vLLM)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+import torch
+
+from rlcurr.types import Completion, GenRequest
+
+
+class Engine(Protocol):
+    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
+        """For each request, `request.n` completions with per-token sampling logprobs."""
+        ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the model's weights (full HF checkpoint names and shapes)."""
+        ...

@@ -1,0 +1,110 @@
+"""A transformers generation engine: batched sampling with a KV cache, written out plainly.
+
+Why not `model.generate`: we need the exact sampling logprobs (after temperature/top-p), a
+per-request max_tokens and per-request seeds, and this loop is short. Prompts are left-padded;
+all requests in a call decode in one batch until every row hit EOS or its own max_tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from rlcurr.learner.models import load_causal_lm, load_tokenizer
+from rlcurr.types import Completion, GenRequest
+
+
+def sample_next(logits_BV: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row; return (tokens_B, logprobs_B) under the sampling distribution.
+
+    temperature 0 is greedy, and its logprob is that of the untempered distribution.
+    """
+    if temperature == 0:
+        logprobs_BV = torch.log_softmax(logits_BV.float(), dim=-1)
+        tokens_B = logprobs_BV.argmax(dim=-1)
+        return tokens_B, logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
+    logprobs_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_lp, order = logprobs_BV.sort(dim=-1, descending=True)
+        cum = sorted_lp.exp().cumsum(dim=-1)
+        drop_sorted = cum - sorted_lp.exp() > top_p  # keep the smallest prefix with mass >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        logprobs_BV = torch.log_softmax(logprobs_BV.masked_fill(drop, float("-inf")), dim=-1)
+    tokens_B = torch.multinomial(logprobs_BV.exp(), 1, generator=generator)[:, 0]
+    return tokens_B, logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
+
+
+class HFEngine:
+    def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, max_batch: int = 256):
+        self.model = load_causal_lm(model_path, dtype).eval()
+        self.tokenizer = load_tokenizer(model_path)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        self.max_batch = max_batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        state = dict(named_tensors)
+        missing = set(self.model.state_dict()) - set(state)
+        if any(not k.endswith("lm_head.weight") for k in missing):
+            raise ValueError(f"weights missing for {sorted(missing)[:5]}")
+        self.model.load_state_dict(state, strict=False)
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
+        rows = [(i, req) for i, req in enumerate(requests) for _ in range(req.n)]
+        out: list[list[Completion]] = [[] for _ in requests]
+        for start in range(0, len(rows), self.max_batch):
+            chunk = rows[start : start + self.max_batch]
+            for (i, _), completion in zip(chunk, self._generate_rows([r for _, r in chunk])):
+                out[i].append(completion)
+        return out
+
+    @torch.no_grad()
+    def _generate_rows(self, reqs: list[GenRequest]) -> list[Completion]:
+        # Temperature/top-p differ only between calls in practice (train vs eval); one per batch.
+        temperature, top_p = reqs[0].temperature, reqs[0].top_p
+        B = len(reqs)
+        P = max(len(r.prompt_ids) for r in reqs)
+        input_ids_BP = torch.full((B, P), self.pad_id, dtype=torch.long)
+        mask_BP = torch.zeros((B, P), dtype=torch.long)
+        for b, r in enumerate(reqs):
+            input_ids_BP[b, P - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask_BP[b, P - len(r.prompt_ids):] = 1
+        max_new_B = torch.tensor([r.max_tokens for r in reqs])
+        if reqs[0].seed is not None:
+            self.generator.manual_seed(reqs[0].seed)
+
+        tokens, logprobs = [], []
+        done_B = torch.zeros(B, dtype=torch.bool)
+        position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
+        past, next_pos_B = out.past_key_values, position_BP[:, -1] + 1
+        logits_BV = out.logits[:, -1]
+        for t in range(int(max_new_B.max())):
+            tok_B, lp_B = sample_next(logits_BV, temperature, top_p, self.generator)
+            tok_B = torch.where(done_B, torch.full_like(tok_B, self.pad_id), tok_B)
+            tokens.append(tok_B)
+            logprobs.append(lp_B)
+            done_B |= (tok_B == self.eos_id) | (t + 1 >= max_new_B)
+            if done_B.all():
+                break
+            mask_BP = torch.cat([mask_BP, torch.ones(B, 1, dtype=torch.long)], dim=1)
+            out = self.model(input_ids=tok_B[:, None], attention_mask=mask_BP, position_ids=next_pos_B[:, None],
+                             past_key_values=past, use_cache=True)
+            past, next_pos_B, logits_BV = out.past_key_values, next_pos_B + 1, out.logits[:, -1]
+        return [self._completion(b, tokens, logprobs, int(max_new_B[b])) for b in range(B)]
+
+    def _completion(self, b: int, tokens: list[torch.Tensor], logprobs: list[torch.Tensor], max_new: int) -> Completion:
+        ids, lps = [], []
+        for tok_B, lp_B in zip(tokens, logprobs):
+            if len(ids) == max_new:
+                break
+            ids.append(int(tok_B[b]))
+            lps.append(float(lp_B[b]))
+            if ids[-1] == self.eos_id:
+                break
+        finish = "stop" if ids and ids[-1] == self.eos_id else "length"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text)

@@ -1,0 +1,40 @@
+"""RolloutWorker: a Ray actor that holds one generation engine. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+import torch
+
+from rlcurr.types import Completion, GenRequest
+
+
+def make_engine(kind: str, model_path: str, *, dtype: str, seed: int, gpu_memory_utilization: float = 0.25,
+                tensor_parallel_size: int = 1):
+    if kind == "hf":
+        from rlcurr.rollout.hf_engine import HFEngine
+
+        return HFEngine(model_path, dtype=dtype, seed=seed)
+    if kind == "vllm":
+        from rlcurr.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                          tensor_parallel_size=tensor_parallel_size)
+    raise ValueError(f"unknown engine {kind!r}")
+
+
+@ray.remote(num_cpus=0)
+class RolloutWorker:
+    def __init__(self, kind: str, model_path: str, *, dtype: str, seed: int, threads: int | None = None, **engine_kw):
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.engine = make_engine(kind, model_path, dtype=dtype, seed=seed, **engine_kw)
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
+        return self.engine.generate(requests)
+
+    def load_weights(self, named_tensors) -> None:
+        self.engine.load_weights(named_tensors)
+
+    def ping(self) -> int:
+        return os.getpid()

@@ -1,0 +1,98 @@
+"""Stage-boundary dataclasses: what one stage of a training step hands to the next.
+
+plan -> BatchPlan -> rollout -> Rollouts -> score -> list[ScoredGroup] -> guide/filter ->
+advantages -> list[TrainSample] -> learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One task instance from an environment."""
+
+    uid: str  # stable id, unique within its environment
+    distribution: str  # curriculum arm: data source or difficulty level
+    question: str  # the task as the user sees it (before chat formatting)
+    answer: str  # reference answer / verification payload
+    hint: str | None = None  # guidance for adaptive hints (Guide-GRPO)
+    columns: dict[str, Any] = field(default_factory=dict)  # extra reward-function kwargs
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """Generate `n` answers for one tokenised prompt."""
+
+    prompt_ids: list[int]
+    n: int
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer: its tokens, the engine's sampling logprobs, why it stopped."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (EOS) or "length"
+    text: str
+
+
+@dataclass(frozen=True)
+class PlannedPrompt:
+    """A prompt chosen by the curriculum, with the generation budget it gets."""
+
+    prompt: Prompt
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    step: int
+    items: list[PlannedPrompt]
+    n: int  # answers per prompt
+    temperature: float
+    top_p: float = 1.0
+
+
+@dataclass
+class ScoredGroup:
+    """n answers to one prompt with their rewards.
+
+    `prompt_ids` is what the learner conditions on (always the hint-free prompt);
+    `behaviour_prompt_ids` is what generated the answers (the hinted prompt for a guided
+    re-roll, else equal to `prompt_ids`). Old logprobs are computed on the behaviour prompt.
+    """
+
+    prompt: Prompt
+    prompt_ids: list[int]
+    completions: list[Completion]
+    rewards: list[float]  # weighted total per answer
+    reward_parts: dict[str, list[float | None]]  # per reward function, per answer
+    max_tokens: int
+    behaviour_prompt_ids: list[int] | None = None
+    off_policy: bool = False  # answers generated with a hint (Guide-GRPO)
+    advantages: list[float] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.completions)
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """One answer ready for the learner."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float]
+    behaviour_prompt_ids: list[int] | None = None  # hinted prompt for off-policy samples
+    off_policy: bool = False
+    returns: list[float] | None = None  # PPO only

@@ -1,0 +1,82 @@
+"""Recipe validation and dotted overrides; CLI errors are one readable line, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlcurr.config import apply_overrides, dump_config, load_config
+from rlcurr.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+
+
+def test_every_shipped_recipe_validates():
+    recipes = sorted((ROOT / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        load_config(path)
+
+
+def test_overrides_are_typed():
+    cfg = load_config(QUICKSTART, ["trainer.steps=50", "algo.clip_high=0.28", "rollout.engine=vllm",
+                                   "env.distributions=[add1,add3]"])
+    assert cfg.trainer.steps == 50 and cfg.algo.clip_high == 0.28 and cfg.rollout.engine == "vllm"
+    assert cfg.env.distributions == ["add1", "add3"]
+
+
+def test_override_creates_optional_section():
+    cfg = load_config(QUICKSTART, ["model.lora.r=4"])
+    assert cfg.model.lora is not None and cfg.model.lora.r == 4
+
+
+def test_config_is_frozen_and_round_trips(tmp_path):
+    cfg = load_config(QUICKSTART)
+    with pytest.raises(Exception):
+        cfg.trainer.steps = 3
+    (tmp_path / "r.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "r.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.steps=abc", "trainer.steps"),
+    ("trainer.stepz=5", "trainer.stepz: unknown key"),
+    ("rollout.engine=foo", "'hf' or 'vllm'"),
+    ("algo.loss_agg=mean", "token-mean"),
+    ("env.distributions=[add9]", "add9"),
+    ("trainer", "dotted.key=value"),
+    ("trainer.steps.x=1", "trainer.steps is not a section"),
+])
+def test_bad_override_messages(override, expected):
+    with pytest.raises(UserError, match=None) as e:
+        load_config(QUICKSTART, [override])
+    assert expected in str(e.value)
+
+
+def test_model_needs_exactly_one_source():
+    with pytest.raises(UserError, match="exactly one of model.path"):
+        load_config(QUICKSTART, ["model.path=/some/dir"])
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "rlcurr.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", str(QUICKSTART), "trainer.steps=abc"], "trainer.steps"),
+    (["train", str(QUICKSTART), "trainer.bogus=1"], "trainer.bogus: unknown key"),
+    (["train", "recipes/nope.yaml"], "recipe file not found: recipes/nope.yaml"),
+])
+def test_cli_errors_are_clean(args, expected, tmp_path):
+    out = _cli(*args, f"trainer.output_dir={tmp_path / 'run'}") if args[-1] != "recipes/nope.yaml" else _cli(*args)
+    assert out.returncode == 2
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_cli_lists_recipes():
+    out = _cli("recipes")
+    assert out.returncode == 0 and "quickstart" in out.stdout

@@ -1,0 +1,301 @@
+"""Reward registry, built-in rewards and the runner's failure policy."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from rlcurr.config import RewardConfig, RewardSpec
+from rlcurr.errors import UserError
+from rlcurr.rewards import builtin
+from rlcurr.rewards.registry import completion_format, register, registered_names, resolve_reward
+from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
+from rlcurr.types import Prompt
+
+# ---------------------------------------------------------------- helpers for user rewards defined here
+
+
+def sleepy_reward(prompts, completions, **kwargs):
+    time.sleep(5)
+    return [1.0] * len(completions)
+
+
+def fails_on_bad(prompts, completions, **kwargs):
+    if any(c == "bad" for c in completions):
+        raise ValueError("cannot score 'bad'")
+    return [1.0] * len(completions)
+
+
+def hangs_on_slow(prompts, completions, **kwargs):
+    if any(c == "slow" for c in completions):
+        time.sleep(5)
+    return [1.0] * len(completions)
+
+
+def wrong_length(prompts, completions, **kwargs):
+    return [1.0]
+
+
+def wrong_type(prompts, completions, **kwargs):
+    return ["yes"] * len(completions)
+
+
+def not_a_list(prompts, completions, **kwargs):
+    return 1.0
+
+
+async def async_reward(prompts, completions, answer, **kwargs):
+    await asyncio.sleep(0.01)
+    return [float(c == a) for c, a in zip(completions, answer)]
+
+
+def no_kwargs(prompts, completions):
+    return [0.0] * len(completions)
+
+
+def needs_column(prompts, completions, difficulty, **kwargs):
+    return [float(d) for d in difficulty]
+
+
+NOT_CALLABLE = 3
+
+HERE = __name__
+
+
+def runner(*names, on_error="raise", timeout_s=5.0, weights=None, conversational=False):
+    weights = weights or [1.0] * len(names)
+    specs = [RewardSpec(name=n if n in registered_names() or ":" in n else f"{HERE}:{n}", weight=w) for n, w in zip(names, weights)]
+    return RewardRunner(specs, RewardConfig(timeout_s=timeout_s, on_error=on_error), conversational=conversational)
+
+
+# ---------------------------------------------------------------- built-ins
+
+
+def test_exact_match_plain_tags_and_messages():
+    comps = ["46", " 46\n", "<think>4+6</think><answer>46</answer>", "47", [{"role": "assistant", "content": "46"}]]
+    assert builtin.exact_match(None, comps, answer=["46"] * 5) == [1.0, 1.0, 1.0, 0.0, 1.0]
+    assert builtin.exact_match(None, ["x"], answer=[None]) == [None]
+
+
+def test_math_verify():
+    comps = [r"The answer is \boxed{\frac{1}{3}}", "<answer>0.5</answer>", "I think 7", "no idea {{{", "2/6"]
+    answers = [r"\frac{1}{3}", "1/2", "8", "3", r"\frac{1}{3}"]
+    assert builtin.math_verify(None, comps, answer=answers) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert builtin.math_verify(None, ["3"], answer=["@@@"]) == [None]  # unparseable reference
+    # bare LaTeX references and tagged answers: 9\pi is not 9
+    pi = builtin.math_verify(None, [r"<answer>9\pi</answer>", "<answer>9</answer>", r"so \boxed{9\pi}"], answer=[r"9\pi"] * 3)
+    assert pi == [1.0, 0.0, 1.0]
+
+
+def test_format():
+    comps = ["<think>a</think><answer>b</answer>", " <think>\na\n</think>\n<answer>b</answer>\n", "<answer>b</answer>",
+             "<think>a</think>", "<think>a</think><answer>b</answer> trailing", "<answer>b</answer><think>a</think>"]
+    assert builtin.format_reward(None, comps) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_length_budget():
+    f = builtin.length_budget
+    assert f(None, ["a"] * 4, budget=[10, 10, 10, None], num_tokens=[5, 15, 100, 3]) == [0.0, -0.5, -1.0, None]
+    assert f(None, ["a", "b"]) == [None, None]  # no budget column
+    with pytest.raises(ValueError, match="num_tokens"):
+        f(None, ["a"], budget=[10])
+
+
+def test_reasoning_gym_reward_uses_task_scorer():
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset("knights_knaves", seed=3, size=2, n_people=3)
+    entry = ds[0]
+    terms = entry["metadata"]["knight_knave_terms"]  # the puzzle's words for knight/knave vary
+    first = entry["answer"].split(",")[0]
+    flipped = first.replace(terms["knight"], "@").replace(terms["knave"], terms["knight"]).replace("@", terms["knave"])
+    wrong = entry["answer"].replace(first, flipped, 1)
+    got = builtin.reasoning_gym_reward(
+        None, [f"<answer>{entry['answer']}</answer>", entry["answer"], "nonsense"],
+        rg_task=["knights_knaves"] * 3, rg_entry=[entry] * 3, rg_params=[{"n_people": 3}] * 3,
+    )
+    assert got[:2] == [1.0, 1.0] and got[2] == 0.0
+    assert builtin.reasoning_gym_reward(None, [wrong], rg_task=["knights_knaves"], rg_entry=[entry])[0] < 1.0
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_unknown_name_lists_registered():
+    with pytest.raises(UserError) as e:
+        resolve_reward("exact_mach")
+    msg = str(e.value)
+    assert "exact_mach" in msg and "did you mean 'exact_match'" in msg
+    for name in ("exact_match", "math_verify", "format", "length_budget", "reasoning_gym"):
+        assert name in msg
+
+
+def test_register_decorator():
+    name = f"test_reward_{uuid.uuid4().hex[:6]}"
+
+    @register(name)
+    def mine(prompts, completions, **kwargs):
+        return [0.5] * len(completions)
+
+    assert resolve_reward(name) is mine
+    with pytest.raises(ValueError, match="already registered"):
+        register(name)(lambda prompts, completions, **kw: [])
+
+
+def test_bad_module_names_module_and_reason(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = f"broken_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{mod}.py").write_text("def f(:\n")
+    with pytest.raises(UserError, match=rf"cannot import module '{mod}'.*SyntaxError"):
+        resolve_reward(f"{mod}:f")
+    with pytest.raises(UserError, match=r"cannot import module 'no_such_mod_xyz'.*ModuleNotFoundError"):
+        resolve_reward("no_such_mod_xyz.fn")
+
+
+def test_missing_attr_not_callable_bad_signature():
+    with pytest.raises(UserError, match=r"has no attribute 'nope'.*sleepy_reward"):
+        resolve_reward(f"{HERE}:nope")
+    with pytest.raises(UserError, match="not callable"):
+        resolve_reward(f"{HERE}:NOT_CALLABLE")
+    with pytest.raises(UserError, match=r"must accept \*\*kwargs"):
+        resolve_reward(f"{HERE}.no_kwargs")
+
+
+def test_user_reward_from_temp_module(tmp_path, monkeypatch):
+    mod = f"user_rewards_{uuid.uuid4().hex[:8]}"
+    code = textwrap.dedent("""
+        def starts_with_four(prompts, completions, **kwargs):
+            return [float(c.startswith("4")) for c in completions]
+    """)
+    (tmp_path / f"{mod}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = RewardRunner([RewardSpec(name=f"{mod}:starts_with_four")], RewardConfig())
+    assert r.score(["q", "q"], ["46", "5"], {}).totals == [1.0, 0.0]
+    # the same file referenced by file path
+    r = RewardRunner([RewardSpec(name=f"{tmp_path / mod}.py:starts_with_four")], RewardConfig())
+    assert r.score(["q"], ["4"], {}).totals == [1.0]
+    with pytest.raises(UserError, match="file not found"):
+        resolve_reward(f"{tmp_path}/missing.py:f")
+
+
+# ---------------------------------------------------------------- runner
+
+
+def test_totals_are_weighted_and_none_counts_zero():
+    r = runner("exact_match", "length_budget", weights=[2.0, 0.5])
+    cols = {"answer": ["46", "46", "46"], "budget": [4, 4, None], "num_tokens": [2, 6, 9]}
+    s = r.score(["q"] * 3, ["46", "46", "1"], cols)
+    assert s.parts == {"exact_match": [1.0, 1.0, 0.0], "length_budget": [0.0, -0.5, None]}
+    assert s.totals == [2.0, 2.0 - 0.25, 0.0]
+    assert (s.num_errors, s.num_timeouts, s.failed) == (0, 0, [False] * 3)
+
+
+def test_bad_names_fail_at_construction():
+    with pytest.raises(UserError, match="unknown reward"):
+        RewardRunner([RewardSpec(name="exact_match"), RewardSpec(name="nonexistent")], RewardConfig())
+    with pytest.raises(UserError, match="more than once"):
+        runner("exact_match", "exact_match")
+
+
+def test_timeout_raises_quickly():
+    r = runner("sleepy_reward", timeout_s=0.2)
+    t = time.monotonic()
+    with pytest.raises(UserError, match=r"'.*sleepy_reward' timed out after 0.2 s"):
+        r.score(["q"], ["a"], {})
+    assert time.monotonic() - t < 1.5
+
+
+def test_timeout_none_scores_none_and_counts():
+    r = runner("sleepy_reward", "exact_match", on_error="none", timeout_s=0.2)
+    t = time.monotonic()
+    s = r.score(["q", "q"], ["1", "2"], {"answer": ["1", "1"]})
+    assert time.monotonic() - t < 1.5
+    assert s.parts[f"{HERE}:sleepy_reward"] == [None, None]
+    assert s.num_timeouts == 2 and s.failed == [True, True]
+    assert s.totals == [1.0, 0.0]
+
+
+def test_per_sample_timeout_under_none():
+    r = runner("hangs_on_slow", on_error="none", timeout_s=0.3)
+    s = r.score(["q"] * 3, ["ok", "slow", "ok"], {})
+    assert s.parts[f"{HERE}:hangs_on_slow"] == [None, None, None]  # the batch call itself timed out
+    assert s.num_timeouts == 3
+
+
+def test_raising_function_names_sample_index():
+    r = runner("fails_on_bad")
+    with pytest.raises(UserError, match=r"fails_on_bad' failed on sample 2: ValueError: cannot score 'bad'"):
+        r.score(["q"] * 3, ["a", "b", "bad"], {})
+
+
+def test_raising_function_none_policy():
+    r = runner("fails_on_bad", on_error="none")
+    s = r.score(["q"] * 3, ["a", "bad", "c"], {})
+    assert s.parts[f"{HERE}:fails_on_bad"] == [1.0, None, 1.0]
+    assert (s.num_errors, s.num_timeouts, s.failed) == (1, 0, [False, True, False])
+
+
+@pytest.mark.parametrize("name,match", [
+    ("wrong_length", "returned 1 values for 2 completions"),
+    ("wrong_type", "returned str 'yes' at index 0"),
+    ("not_a_list", "returned float"),
+])
+def test_bad_return_always_raises(name, match):
+    r = runner(name, on_error="none")
+    with pytest.raises(UserError, match=match):
+        r.score(["q", "q"], ["a", "b"], {})
+
+
+def test_missing_column_is_reported():
+    r = runner("needs_column", on_error="none")
+    with pytest.raises(UserError, match=r"needs column\(s\) \['difficulty'\].*available columns: \['answer'\]"):
+        r.score(["q"], ["a"], {"answer": ["1"]})
+    assert r.score(["q"], ["a"], {"difficulty": [3]}).totals == [3.0]
+
+
+def test_async_reward():
+    r = runner("async_reward")
+    assert r.score(["q", "q"], ["1", "2"], {"answer": ["1", "1"]}).totals == [1.0, 0.0]
+
+
+def test_trl_rewards_by_import_path():
+    """TRL's functions take completions first and read completion[0]['content']: called by keyword
+    with messages (their `completions` annotation asks for them), they work on a plain-text model."""
+    r = RewardRunner([RewardSpec(name="trl.rewards:think_format_reward"), RewardSpec(name="trl.rewards.accuracy_reward")],
+                     RewardConfig(), conversational=False)
+    comps = [r"<think>hmm</think> \boxed{\frac{1}{3}}", r"no think \boxed{\frac{1}{2}}"]
+    s = r.score(["q", "q"], comps, {"solution": [r"\frac{1}{3}"] * 2})
+    assert s.parts["trl.rewards:think_format_reward"] == [1.0, 0.0]
+    assert s.parts["trl.rewards.accuracy_reward"] == [1.0, 0.0]
+    assert s.totals == [2.0, 0.0]
+
+
+def test_completion_format_rule():
+    from trl.rewards import think_format_reward
+
+    def plain(prompts, completions: list[str], **kw): ...
+    def bare(prompts, completions, **kw): ...
+
+    assert completion_format(think_format_reward, conversational=False) == "messages"
+    assert completion_format(plain, conversational=True) == "text"
+    assert completion_format(bare, conversational=True) == "messages"
+    assert completion_format(bare, conversational=False) == "text"
+    # built-ins accept both forms
+    r = runner("exact_match", conversational=True)
+    assert r.score(["q"], ["46"], {"answer": ["46"]}).totals == [1.0]
+
+
+def test_build_columns():
+    ps = [Prompt("a", "d", "1+1=", "2", columns={"difficulty": 1}), Prompt("b", "d", "2+2=", "4")]
+    cols = build_columns(ps, num_tokens=[3, 4])
+    assert cols == {"answer": ["2", "4"], "difficulty": [1, None], "num_tokens": [3, 4]}
+
+
+def test_reward_specs_default_to_env():
+    assert reward_specs(None, ("math_verify",)) == [RewardSpec(name="math_verify")]
+    mine = [RewardSpec(name="format", weight=0.2)]
+    assert reward_specs(mine, ("math_verify",)) == mine
