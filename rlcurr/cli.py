@@ -14,10 +14,18 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 def cmd_train(args) -> None:
     from rlcurr.config import load_config
 
-    cfg = load_config(args.recipe, args.overrides)
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise UserError("--resume RUN_DIR takes no recipe or overrides: the run's config.yaml is used")
+        run_dir = Path(args.resume)
+        cfg = load_config(run_dir / "config.yaml", [f"trainer.output_dir={run_dir}"])
+    elif not args.recipe:
+        raise UserError("give a recipe (rlcurr train RECIPE.yaml [key=value ...]) or --resume RUN_DIR")
+    else:
+        cfg = load_config(args.recipe, args.overrides)
     from rlcurr.trainer import Trainer  # heavy imports (torch, ray) only once the recipe is valid
 
-    Trainer(cfg).run()
+    Trainer(cfg).run(resume=bool(args.resume))
     print(f"run written to {cfg.run_dir}")
 
 
@@ -36,12 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlcurr", description="RL post-training with a curriculum controller")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train from a recipe YAML with dotted.key=value overrides")
-    p.add_argument("recipe")
+    p.add_argument("recipe", nargs="?")
     p.add_argument("overrides", nargs="*", help="e.g. trainer.steps=50 algo.clip_high=0.28")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest complete checkpoint")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.add_argument("--dir", default=str(RECIPES_DIR))
     p.set_defaults(fn=cmd_recipes)
+    from rlcurr.inspect import add_inspect_parser
+
+    add_inspect_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
+import signal
+import warnings
 from pathlib import Path
 
 import ray
 
 from rlcurr.algos.advantages import group_advantages
+from rlcurr.checkpoint import (STATE_FILE, find_latest_checkpoint, load_state, rng_state, save_checkpoint, save_state,
+                               set_rng_state, truncate_jsonl)
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import dapo_filter
@@ -31,8 +34,8 @@ from rlcurr.learner.models import load_tokenizer
 from rlcurr.learner.prepare import prepare_model
 from rlcurr.learner.worker import LearnerWorker
 from rlcurr.logging import RunLogger
-from rlcurr.prompting import format_prompt
-from rlcurr.rewards.runner import RewardRunner
+from rlcurr.prompting import format_env_prompt, has_chat_template
+from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
 from rlcurr.rollout.worker import RolloutWorker
 from rlcurr.types import BatchPlan, GenRequest, PlannedPrompt, Prompt, ScoredGroup, TrainSample
 from rlcurr import metrics as M
@@ -43,26 +46,33 @@ class Trainer:
         self.cfg, self.log = cfg, log
         # Everything that can fail on user input happens before the run directory exists.
         self.env = cfg.env.build(cfg.seed)
-        self.rewards = RewardRunner(cfg.rewards or [RewardSpec(name=n) for n in self.env.default_rewards], cfg.reward)
-        self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward)
+        self.model_dir = prepare_model(cfg, self.env, log=log)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        chat = has_chat_template(self.tokenizer)
+        self.rewards = RewardRunner(reward_specs(cfg.rewards, self.env.default_rewards), cfg.reward, conversational=chat)
+        # Eval accuracy = the environment's own verifier (its first default reward) > 0.
+        self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward, conversational=chat)
         self.controller = CurriculumController(
             cfg.curriculum, {d: self.env.train_prompts(d) for d in self.env.distributions()},
             prompts_per_step=cfg.trainer.prompts_per_step, n=cfg.rollout.n, temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
         self.run_dir = cfg.run_dir
-        self.model_dir = prepare_model(cfg, self.env, log=log)
-        self.tokenizer = load_tokenizer(self.model_dir)
 
     # ------------------------------------------------------------------ set-up
 
-    def start(self) -> None:
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+    def start(self, resume: bool = False) -> int:
+        """Create (or reopen) the run directory and the actors; return the first step to run."""
+        if resume:
+            first = self._resume_point()
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             if not self.cfg.trainer.overwrite:
                 raise UserError(f"run directory {self.run_dir} already exists; pass trainer.overwrite=true "
                                 f"or choose another trainer.output_dir")
             shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        if not resume:
+            first = 0
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
         self.logger = RunLogger(self.run_dir, self.cfg)
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
@@ -76,18 +86,66 @@ class Trainer:
         self.learner = LearnerWorker.remote(str(self.model_dir), c.learner, c.algo, c.trainer.steps,
                                             dtype=c.model.dtype, lora_cfg=c.model.lora, seed=c.seed)
         ray.get([w.ping.remote() for w in self.rollout_workers])
-        if c.model.lora is not None:  # rollouts must start from the same (merged) weights as the learner
+        if first > 0:
+            self._restore(first - 1)
+        if first > 0 or c.model.lora is not None:  # rollouts start from the learner's (merged) weights
             self.sync()
+        return first
 
-    def run(self) -> None:
-        self.start()
+    def run(self, resume: bool = False) -> None:
+        self.train(self.start(resume))
+
+    def train(self, first: int) -> None:
+        """Steps `first`..steps-1, saving every `save_every`, at the end, and on SIGINT/SIGTERM."""
+        stop = _StopFlag()
         try:
-            self.logger.start_progress(self.cfg.trainer.steps)
-            self.record_eval(step=0)
-            for t in range(self.cfg.trainer.steps):
+            self.logger.start_progress(self.cfg.trainer.steps, first)
+            if first == 0:
+                self.record_eval(step=0)
+            for t in range(first, self.cfg.trainer.steps):
                 self.step(t)
+                last = t == self.cfg.trainer.steps - 1
+                every = self.cfg.trainer.save_every
+                if last or stop.raised or (every and (t + 1) % every == 0):
+                    self.save(t)
+                if stop.raised:
+                    self.log(f"stopped by {stop.raised} after step {t}; checkpoint saved. "
+                             f"Continue with: rlcurr train --resume {self.run_dir}")
+                    break
         finally:
+            stop.restore()
             self.logger.close()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, t: int) -> None:
+        def write(tmp: Path) -> None:
+            ray.get(self.learner.save_checkpoint.remote(str(tmp)))
+            save_state(tmp / STATE_FILE, {"step": t, "curriculum": self.controller.state_dict(), "rng": rng_state()})
+
+        save_checkpoint(self.run_dir, t, write, self.cfg.trainer.keep_checkpoints)
+
+    def _resume_point(self) -> int:
+        skipped: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = find_latest_checkpoint(self.run_dir, skipped=skipped)
+        for msg in skipped:
+            self.log(f"warning: {msg}")
+        if ckpt is None:
+            raise UserError(f"{self.run_dir}: no complete checkpoint to resume from")
+        self._resume_ckpt = ckpt
+        step = load_state(ckpt / STATE_FILE)["step"]
+        for name in ("metrics.jsonl", "curriculum.jsonl"):
+            truncate_jsonl(self.run_dir / name, step)  # every step appears exactly once
+        self.log(f"resuming from {ckpt} (step {step})")
+        return step + 1
+
+    def _restore(self, step: int) -> None:
+        state = load_state(self._resume_ckpt / STATE_FILE)
+        ray.get(self.learner.load_checkpoint.remote(str(self._resume_ckpt)))
+        self.controller.load_state_dict(state["curriculum"])
+        set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ one step
 
@@ -96,26 +154,31 @@ class Trainer:
         with timer("plan"):
             plan = self.controller.plan(t)                                   # 1 plan
         with timer("rollout"):
-            groups_raw = self.rollout(plan)                                  # 2 rollout
+            rolled = self.rollout(plan)                                      # 2 rollout
         with timer("reward"):
-            groups = self.score(plan.items, groups_raw)                      # 3 score
+            groups = self.score(t, rolled)                                   # 3 score
+        self.set_advantages(groups)
+        self.controller.observe(t, groups)  # 7 observe: before guide/filter, so that all-failed and
+        #                                     zero-variance groups (|A| = 0) still count for the sampler
         with timer("guide"):
-            groups += self.guide(plan, groups)                               # 4 guide
+            groups = self.guide(t, plan, groups)                             # 4 guide
         groups, dropped = self.filter(groups)                                # 5 filter
-        for g in groups:                                                     # 6 advantages
-            g.advantages = group_advantages(self.cfg.algo.name, g.rewards)
-        self.controller.observe(t, groups)                                   # 7 observe
+        self.set_advantages(groups)                                          # 6 advantages
         with timer("learn"):
-            samples = to_train_samples(groups)
-            learn = ray.get(self.learner.train_step.remote(samples, t))      # 8 learn
+            learn = ray.get(self.learner.train_step.remote(to_train_samples(groups), t))  # 8 learn
         with timer("sync"):
             self.sync()                                                      # 9 sync
         metrics = {"step": t, **M.rollout_metrics(groups, dropped), **learn, **timer.as_metrics()}
+        metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
         if self.should_eval(t):
-            with timer("eval"):
-                metrics.update(self.evaluate())
+            metrics.update(self.evaluate())
         self.logger.record(t, metrics, self.controller.record(t))            # 10 record
         return metrics
+
+    def set_advantages(self, groups: list[ScoredGroup]) -> None:
+        for g in groups:
+            if g.advantages is None:
+                g.advantages = group_advantages(self.cfg.algo.name, g.rewards)
 
     def rollout(self, plan: BatchPlan) -> list[tuple[PlannedPrompt, list[int], list]]:
         prompt_ids = [self.encode(item.prompt) for item in plan.items]
@@ -130,17 +193,20 @@ class Trainer:
         futures = [w.generate.remote(share) for w, share in zip(self.rollout_workers, shares) if share]
         return [out for part in ray.get(futures) for out in part]
 
-    def score(self, items: list[PlannedPrompt], rolled, behaviour_ids=None) -> list[ScoredGroup]:
-        prompts, completions, columns = [], [], {}
+    def score(self, t: int, rolled, hinted: bool = False) -> list[ScoredGroup]:
+        """Run the reward functions over every answer; one ScoredGroup per prompt."""
+        prompts, completions, budgets, num_tokens, per_answer = [], [], [], [], []
         for item, ids, comps in rolled:
+            text = self.tokenizer.decode(ids)
+            budget = self.controller.budget(t, item.prompt.distribution)
             for c in comps:
-                prompts.append(self.tokenizer.decode(ids))
+                prompts.append(text)
                 completions.append(c.text)
-                row = {**item.prompt.columns, "budget": item.max_tokens, "num_tokens": len(c.token_ids),
-                       "distribution": item.prompt.distribution}
-                for k, v in row.items():
-                    columns.setdefault(k, []).append(v)
-        scores = self.rewards.score(prompts, completions, columns)
+                budgets.append(budget)
+                num_tokens.append(len(c.token_ids))
+                per_answer.append(item.prompt)
+        scores = self.rewards.score(prompts, completions,
+                                    build_columns(per_answer, budget=budgets, num_tokens=num_tokens))
         groups, i = [], 0
         for item, ids, comps in rolled:
             n = len(comps)
@@ -150,34 +216,33 @@ class Trainer:
             i += n
         return groups
 
-    def guide(self, plan: BatchPlan, groups: list[ScoredGroup]) -> list[ScoredGroup]:
-        """Guide-GRPO: re-roll all-failed groups with the hint; keep mixed ones as off-policy."""
-        policy = getattr(self.controller, "guidance", None)
+    def guide(self, t: int, plan: BatchPlan, groups: list[ScoredGroup]) -> list[ScoredGroup]:
+        """Guide-GRPO (METHODS 4): re-roll all-failed groups with the hint in context; a re-roll
+        with mixed outcomes replaces its group as off-policy answers to the hint-free prompt."""
+        policy = self.controller.guidance
         if policy is None:
-            return []
-        failed = [g for g in groups if g.prompt.hint and policy.needs_hint(g)]
-        if not failed:
-            policy.observe_step([], [])
-            return []
+            return groups
+        chosen = policy.select(groups)
+        if not chosen:
+            return groups
+        failed = [groups[i] for i in chosen]
         hinted_ids = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
-        requests = [GenRequest(ids, plan.n, g.max_tokens, plan.temperature, plan.top_p) for ids, g in zip(hinted_ids, failed)]
+        requests = [GenRequest(ids, plan.n, g.max_tokens, plan.temperature, plan.top_p)
+                    for ids, g in zip(hinted_ids, failed)]
         rolled = [(PlannedPrompt(g.prompt, g.max_tokens), ids, comps)
                   for g, ids, comps in zip(failed, hinted_ids, self.generate(requests))]
-        rerolled = self.score([r[0] for r in rolled], rolled)
-        kept = []
-        for g_old, g_new, ids in zip(failed, rerolled, hinted_ids):
-            g_new.prompt_ids, g_new.behaviour_prompt_ids, g_new.off_policy = g_old.prompt_ids, ids, True
-            if policy.keep(g_new):
-                kept.append(g_new)
-        for g in failed:  # replaced: the hint-free all-failed group carries no learning signal
-            groups.remove(g)
-        policy.observe_step(rerolled, kept)
-        return kept
+        out = list(groups)
+        for i, g_old, g_new in zip(chosen, failed, self.score(t, rolled)):
+            g_new.behaviour_prompt_ids, g_new.prompt_ids, g_new.off_policy = g_new.prompt_ids, g_old.prompt_ids, True
+            if policy.record(g_new):
+                out[i] = g_new
+        return out
 
     def filter(self, groups: list[ScoredGroup]) -> tuple[list[ScoredGroup], int]:
         if self.cfg.curriculum.dynamic_sampling is None:
             return groups, 0
         kept, dropped = dapo_filter(groups)
+        self.controller.observe_filter(kept, dropped)
         return kept, len(dropped)
 
     def sync(self) -> None:
@@ -201,11 +266,7 @@ class Trainer:
         ids = [self.encode(it.prompt) for it in items]
         comps = self.generate([GenRequest(i, 1, max_tokens, temperature=0.0) for i in ids])
         prompts = [self.tokenizer.decode(i) for i in ids]
-        columns: dict[str, list] = {}
-        for it in items:
-            for k, v in it.prompt.columns.items():
-                columns.setdefault(k, []).append(v)
-        scores = self.verifier.score(prompts, [c[0].text for c in comps], columns)
+        scores = self.verifier.score(prompts, [c[0].text for c in comps], build_columns([it.prompt for it in items]))
         per_dist: dict[str, list[float]] = {}
         for it, s in zip(items, scores.totals):
             per_dist.setdefault(it.prompt.distribution, []).append(float(s > 0))
@@ -216,16 +277,32 @@ class Trainer:
         return out
 
     def encode(self, prompt: Prompt, hint: str | None = None) -> list[int]:
-        text = format_prompt(self.tokenizer, prompt.question, system_prompt=self.cfg.env.system_prompt,
-                             instruction=self.cfg.env.instruction, hint=hint)
+        text = format_env_prompt(self.tokenizer, self.cfg.env, prompt.question, hint=hint)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self):
+        self.raised: str | None = None
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.raised = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def to_train_samples(groups: list[ScoredGroup]) -> list[TrainSample]:
     return [TrainSample(prompt_ids=g.prompt_ids, response_ids=c.token_ids, advantage=a,
                         rollout_logprobs=c.logprobs, behaviour_prompt_ids=g.behaviour_prompt_ids,
                         off_policy=g.off_policy)
-            for g in groups for c, a in zip(g.completions, g.advantages) if a != 0.0 or True]
+            for g in groups for c, a in zip(g.completions, g.advantages)]
 
 
 def _split_even(items: list, parts: int) -> list[list]:

@@ -103,7 +103,7 @@ class CurriculumController:
             raise UserError(f"distribution(s) {empty} have no training prompts")
         validate_against_env(cfg, self.names)
         self.cfg = cfg
-        self.prompts = {d: list(prompts[d]) for d in self.names}
+        self.prompts = {d: prompts[d] for d in self.names}  # sequences may be lazy (reasoning_gym)
         self.prompts_per_step = prompts_per_step
         self.n, self.temperature, self.top_p = n, temperature, top_p
         self.max_tokens = max_tokens

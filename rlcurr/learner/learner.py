@@ -172,6 +172,26 @@ class Learner:
             state = self.model.state_dict()
         return [(k, v.detach().to("cpu", copy=True)) for k, v in state.items()]
 
+    def save_checkpoint(self, path: str) -> None:
+        """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir."""
+        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict(),
+                    "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state()}, f"{path}/learner.pt")
+        self.save_pretrained(f"{path}/model")
+
+    def load_checkpoint(self, path: str) -> None:
+        state = torch.load(f"{path}/learner.pt", weights_only=False)
+        missing = set(state["trainable"]) - {n for n, _ in self.model.named_parameters()}
+        if missing:
+            raise ValueError(f"checkpoint has parameters this model lacks: {sorted(missing)[:3]}")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params[n].copy_(t)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+
     def save_pretrained(self, path: str) -> None:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
         model.save_pretrained(path)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from rlcurr.learner.models import build_tiny_model, check_model_dir, load_tokenizer
 from rlcurr.learner.sft import sft_warmup
-from rlcurr.prompting import format_prompt
+from rlcurr.prompting import format_env_prompt
 
 
 def cache_root() -> Path:
@@ -55,8 +55,7 @@ def prepare_model(cfg, env, log: Callable[[str], None] = print) -> Path:
             for p, target in env.sft_examples(d):
                 # Some examples carry the hint, so that the model learns to use hints (Guide-GRPO).
                 hint = p.hint if (p.hint and rng.random() < m.warmup.hint_fraction) else None
-                examples.append((tok(format_prompt(tok, p.question, system_prompt=cfg.env.system_prompt,
-                                                   instruction=cfg.env.instruction, hint=hint))["input_ids"],
+                examples.append((tok(format_env_prompt(tok, cfg.env, p.question, hint=hint))["input_ids"],
                                  tok(target)["input_ids"]))
         log(f"SFT warm-up: {m.warmup.steps} steps on {len(examples)} examples from {dists}")
         return sft_warmup(base, out, examples, steps=m.warmup.steps, lr=m.warmup.lr,

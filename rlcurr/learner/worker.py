@@ -26,8 +26,11 @@ class LearnerWorker:
     def named_weights(self):
         return self.learner.named_weights()
 
-    def save_pretrained(self, path: str) -> None:
-        self.learner.save_pretrained(path)
+    def save_checkpoint(self, path: str) -> None:
+        self.learner.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        self.learner.load_checkpoint(path)
 
     def parameter_checksum(self) -> float:
         return float(sum(p.detach().double().abs().sum() for p in self.learner.model.parameters()))

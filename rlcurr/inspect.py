@@ -1,0 +1,564 @@
+"""`rlcurr inspect RUN_DIR`: summarise a run directory (config.yaml, metrics.jsonl, curriculum.jsonl).
+
+    rlcurr inspect runs/quickstart                 rich tables in the terminal
+    rlcurr inspect runs/quickstart --json          the same as one JSON object on stdout
+    rlcurr inspect runs/quickstart --plot run.png  a figure (sampling probabilities, eval accuracy,
+                                                   train reward, budget, hint rates)
+    rlcurr inspect runs/quickstart --steps 10:40   only steps 10..40 (inclusive; either side optional)
+
+Works on a finished run, a run still going, or a crashed one (a cut-off last line is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlcurr.errors import UserError
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "curriculum.jsonl")
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]      # lines of metrics.jsonl within `steps`, sorted by step
+    curriculum: list[dict[str, Any]]   # lines of curriculum.jsonl within `steps`, sorted by step
+    distributions: list[str]
+    steps: tuple[int | None, int | None] | None = None
+    last_step: int | None = None       # last training step logged (whole file, ignores `steps`)
+    skipped_lines: dict[str, int] = field(default_factory=dict)  # unparseable lines per file
+
+    @property
+    def expected_steps(self) -> int | None:
+        steps = (self.config.get("trainer") or {}).get("steps")
+        return steps if isinstance(steps, int) else None
+
+    @property
+    def finished(self) -> bool:
+        n = self.expected_steps
+        return n is not None and self.last_step is not None and self.last_step >= n - 1
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.last_step is None:
+            return f"not started (no training step logged): {self._liveness()}"
+        n = self.expected_steps
+        return (f"unfinished at step {self.last_step}/{(n - 1) if n else '?'}: "
+                f"{self._liveness()}")
+
+    def _liveness(self) -> str:
+        import time
+
+        try:
+            age = time.time() - (self.run_dir / "metrics.jsonl").stat().st_mtime
+        except OSError:
+            return "still running or crashed"
+        if age < 600:
+            return f"probably still running (last write {age:.0f}s ago)"
+        return f"crashed or stopped (last write {age / 60:.0f} min ago)"
+
+
+def parse_steps(text: str | None) -> tuple[int | None, int | None] | None:
+    """'A:B' -> (A, B) inclusive, 'A:' / ':B' open-ended, 'N' -> (N, N); None/'' -> None."""
+    if text is None or text.strip() in ("", ":"):
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            n = int(parts[0])
+            return (n, n)
+        if len(parts) == 2:
+            a = int(parts[0]) if parts[0].strip() else None
+            b = int(parts[1]) if parts[1].strip() else None
+            if a is not None and b is not None and a > b:
+                raise UserError(f"--steps {text}: start {a} is after end {b}")
+            return (a, b)
+    except ValueError:
+        pass
+    raise UserError(f"--steps {text!r}: expected A:B with integers (inclusive; A: and :B also work)")
+
+
+def _in_range(step: Any, steps) -> bool:
+    if steps is None:
+        return True
+    a, b = steps
+    return (a is None or step >= a) and (b is None or step <= b)
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], int]:
+    rows, bad = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+                rows.append(obj)
+            else:
+                bad += 1
+    return rows, bad
+
+
+def load_run(run_dir: str | Path, steps: tuple[int | None, int | None] | None = None) -> RunData:
+    """Read a run directory; `steps` keeps only lines with A <= step <= B (None: open side)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise UserError(f"{run_dir} does not look like an rlcurr run: missing {', '.join(missing)}")
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{run_dir / 'config.yaml'}: not valid YAML: {e}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{run_dir / 'config.yaml'}: expected a mapping")
+    metrics, bad_m = _read_jsonl(run_dir / "metrics.jsonl")
+    curriculum, bad_c = _read_jsonl(run_dir / "curriculum.jsonl")
+    train_steps = [r["step"] for r in metrics if r["step"] >= 0] + [r["step"] for r in curriculum]
+    last_step = max(train_steps) if train_steps else None
+    metrics = sorted((r for r in metrics if _in_range(r["step"], steps)), key=lambda r: r["step"])
+    curriculum = sorted((r for r in curriculum if _in_range(r["step"], steps)), key=lambda r: r["step"])
+
+    names: list[str] = []
+    for r in curriculum:
+        for d in (r.get("distributions") or {}):
+            if d not in names:
+                names.append(d)
+    env_names = (config.get("env") or {}).get("distributions")
+    for d in env_names if isinstance(env_names, list) else []:
+        if isinstance(d, str) and d not in names:
+            names.append(d)
+    for r in metrics:
+        for k in r:
+            if k.startswith("eval/accuracy/") and k[len("eval/accuracy/"):] not in names:
+                names.append(k[len("eval/accuracy/"):])
+    return RunData(run_dir=run_dir, config=config, metrics=metrics, curriculum=curriculum, distributions=names,
+                   steps=steps, last_step=last_step,
+                   skipped_lines={"metrics.jsonl": bad_m, "curriculum.jsonl": bad_c})
+
+
+# ---------------------------------------------------------------- derived series
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def config_brief(run: RunData) -> dict[str, Any]:
+    c = run.config
+    model = c.get("model") or {}
+    if model.get("path"):
+        model_s = str(model["path"])
+    elif model.get("tiny"):
+        t = model["tiny"]
+        model_s = f"tiny {t.get('arch', '?')} h{t.get('hidden_size', '?')} L{t.get('num_layers', '?')}"
+    else:
+        model_s = "?"
+    if model.get("lora"):
+        model_s += f" (LoRA r={model['lora'].get('r', '?')})"
+    return {
+        "name": c.get("name"),
+        "env": (c.get("env") or {}).get("name"),
+        "sampler": (c.get("curriculum") or {}).get("sampler", "uniform"),
+        "model": model_s,
+        "algo": (c.get("algo") or {}).get("name"),
+        "steps": (c.get("trainer") or {}).get("steps"),
+        "n": (c.get("rollout") or {}).get("n"),
+        "lr": (c.get("learner") or {}).get("lr"),
+        "prompts_per_step": (c.get("trainer") or {}).get("prompts_per_step"),
+    }
+
+
+def eval_rows(run: RunData) -> list[dict[str, Any]]:
+    return [r for r in run.metrics if "eval/accuracy_mean" in r or any(k.startswith("eval/accuracy/") for k in r)]
+
+
+def _eval_at(run: RunData, step: int) -> dict[str, Any] | None:
+    """The latest evaluation at or before `step`."""
+    best = None
+    for r in eval_rows(run):
+        if r["step"] <= step:
+            best = r
+    return best
+
+
+def snapshot_steps(run: RunData, middle: int = 3) -> list[int]:
+    """First, `middle` evenly spaced and last training step (curriculum steps, else metrics steps)."""
+    steps = sorted({r["step"] for r in run.curriculum} or {r["step"] for r in run.metrics if r["step"] >= 0})
+    if len(steps) <= middle + 2:
+        return steps
+    idx = {0, len(steps) - 1}
+    for i in range(1, middle + 1):
+        idx.add(round(i * (len(steps) - 1) / (middle + 1)))
+    return [steps[i] for i in sorted(idx)]
+
+
+def _budget_values(b: Any) -> tuple[float | None, dict[str, float]]:
+    if isinstance(b, dict):
+        per = {k: v for k, v in (b.get("per_distribution") or {}).items() if _num(v) is not None}
+        return _num(b.get("default")), per
+    return _num(b), {}
+
+
+def _hint_stats(h: Any, names: list[str], which: str = "step") -> dict[str, dict[str, float]]:
+    """Per distribution counters from a curriculum line's "hints" ({"step": {...}, "total": {...}})."""
+    if not isinstance(h, dict):
+        return {}
+    src = h.get(which) if isinstance(h.get(which), dict) else h
+    out = {}
+    for d, s in src.items():
+        if isinstance(s, dict):
+            out[d] = {k: v for k, v in s.items() if _num(v) is not None}
+    return out
+
+
+def _rate(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def summary_json(run: RunData) -> dict[str, Any]:
+    names = run.distributions
+    by_step = {r["step"]: r for r in run.metrics}
+    cur_by_step = {r["step"]: r for r in run.curriculum}
+    snapshots = []
+    for s in snapshot_steps(run):
+        cur = (cur_by_step.get(s) or {}).get("distributions") or {}
+        m = by_step.get(s, {})
+        ev = _eval_at(run, s)
+        dists = {}
+        for d in names:
+            c = cur.get(d) or {}
+            reward = _num(m.get(f"reward/{d}"))
+            if reward is None:
+                reward = _num(c.get("mean_reward"))
+            dists[d] = {"prob": _num(c.get("prob")), "score": _num(c.get("score")), "count": c.get("count"),
+                        "step_count": c.get("step_count"), "reward": reward,
+                        "eval_accuracy": None if ev is None else _num(ev.get(f"eval/accuracy/{d}"))}
+        budget = (cur_by_step.get(s) or {}).get("budget")
+        snapshots.append({"step": s, "reward_mean": _num(m.get("reward/mean")), "loss": _num(m.get("loss")),
+                          "response_length": _num(m.get("response_length/mean")),
+                          "eval_step": None if ev is None else ev["step"],
+                          "eval_accuracy_mean": None if ev is None else _num(ev.get("eval/accuracy_mean")),
+                          "budget": budget, "distributions": dists})
+    evals = [{"step": r["step"], "accuracy_mean": _num(r.get("eval/accuracy_mean")),
+              **{d: _num(r.get(f"eval/accuracy/{d}")) for d in names if f"eval/accuracy/{d}" in r}}
+             for r in eval_rows(run)]
+    last_cur = run.curriculum[-1] if run.curriculum else {}
+    hints = None
+    if any(isinstance(r.get("hints"), dict) for r in run.curriculum):
+        total = _hint_stats(last_cur.get("hints"), names, "total")
+        hints = {"at_step": last_cur.get("step"), "total": {
+            d: {**s, "reroll_rate": _rate(s.get("rerolled", 0), s.get("groups", 0)),
+                "keep_rate": _rate(s.get("kept", 0), s.get("rerolled", 0))} for d, s in total.items()}}
+    budget = None
+    bsteps = [r for r in run.curriculum if r.get("budget") is not None]
+    if bsteps:
+        vals = [_budget_values(r["budget"])[0] for r in bsteps]
+        vals = [v for v in vals if v is not None]
+        budget = {"first": bsteps[0]["budget"], "last": bsteps[-1]["budget"],
+                  "min": min(vals) if vals else None, "max": max(vals) if vals else None}
+    times = [_num(r.get("time/step")) for r in run.metrics if r["step"] >= 0]
+    times = [t for t in times if t is not None]
+    return {
+        "run_dir": str(run.run_dir),
+        "config": config_brief(run),
+        "status": "finished" if run.finished else ("not_started" if run.last_step is None else "unfinished"),
+        "status_text": run.status,
+        "last_step": run.last_step,
+        "expected_last_step": None if run.expected_steps is None else run.expected_steps - 1,
+        "steps_filter": None if run.steps is None else list(run.steps),
+        "steps_shown": [run.metrics[0]["step"], run.metrics[-1]["step"]] if run.metrics else None,
+        "skipped_lines": run.skipped_lines,
+        "distributions": names,
+        "snapshots": snapshots,
+        "evals": evals,
+        "budget": budget,
+        "hints": hints,
+        "filter": last_cur.get("filter"),
+        "d3s": last_cur.get("d3s"),
+        "time_per_step_mean": sum(times) / len(times) if times else None,
+    }
+
+
+# ---------------------------------------------------------------- terminal
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def print_summary(run: RunData, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    s = summary_json(run)
+    c = s["config"]
+    style = "green" if run.finished else "yellow"
+    console.print(f"[bold]{run.run_dir}[/bold]  [{style}]{run.status}[/{style}]")
+    cfg = Table(title="config", show_header=False)
+    for k in ("name", "env", "sampler", "model", "algo", "steps", "n", "prompts_per_step", "lr"):
+        cfg.add_row(k, _f(c.get(k), 6) if isinstance(c.get(k), float) else _f(c.get(k)))
+    console.print(cfg)
+    if run.steps is not None:
+        console.print(f"steps filter {run.steps[0] if run.steps[0] is not None else ''}:"
+                      f"{run.steps[1] if run.steps[1] is not None else ''}")
+    skipped = {k: v for k, v in run.skipped_lines.items() if v}
+    if skipped:
+        console.print(f"[yellow]skipped unparseable lines: {skipped}[/yellow]")
+
+    if s["snapshots"]:
+        t = Table(title="per distribution (prob / score / count / train reward / eval accuracy)")
+        t.add_column("step", justify="right")
+        for d in run.distributions:
+            t.add_column(d, justify="right")
+        t.add_column("reward mean", justify="right")
+        t.add_column("eval mean", justify="right")
+        for snap in s["snapshots"]:
+            cells = []
+            for d in run.distributions:
+                x = snap["distributions"][d]
+                cells.append(f"p {_f(x['prob'], 2)}  s {_f(x['score'], 2)}\n"
+                             f"n {_f(x['count'])}  r {_f(x['reward'], 2)}\n"
+                             f"acc {_f(x['eval_accuracy'], 2)}")
+            ev = _f(snap["eval_accuracy_mean"], 3)
+            if snap["eval_step"] is not None and snap["eval_step"] != snap["step"]:
+                ev += f"\n(@{snap['eval_step']})"
+            t.add_row(str(snap["step"]), *cells, _f(snap["reward_mean"]), ev)
+        console.print(t)
+    else:
+        console.print("[yellow]no training steps in range[/yellow]")
+
+    if s["evals"]:
+        t = Table(title="evaluations (step -1 = before RL)")
+        t.add_column("step", justify="right")
+        for d in run.distributions:
+            t.add_column(d, justify="right")
+        t.add_column("mean", justify="right")
+        for e in s["evals"]:
+            t.add_row(str(e["step"]), *[_f(e.get(d)) for d in run.distributions], _f(e["accuracy_mean"]))
+        console.print(t)
+
+    if s["budget"] is not None:
+        t = Table(title="token budget")
+        t.add_column("step", justify="right")
+        t.add_column("default", justify="right")
+        per_names = [d for d in run.distributions]
+        for d in per_names:
+            t.add_column(d, justify="right")
+        cur_by_step = {r["step"]: r for r in run.curriculum}
+        for step in snapshot_steps(run):
+            default, per = _budget_values((cur_by_step.get(step) or {}).get("budget"))
+            t.add_row(str(step), _f(default, 0), *[_f(per.get(d), 0) for d in per_names])
+        console.print(t)
+
+    if s["hints"] is not None:
+        t = Table(title=f"hint guidance (totals up to step {s['hints']['at_step']})")
+        cols = ("groups", "failed", "rerolled", "kept", "solved", "skipped_no_hint", "skipped_cap")
+        t.add_column("distribution")
+        for col in cols:
+            t.add_column(col, justify="right")
+        t.add_column("reroll rate", justify="right")
+        t.add_column("keep rate", justify="right")
+        for d, x in s["hints"]["total"].items():
+            t.add_row(d, *[_f(x.get(col)) for col in cols], _f(x["reroll_rate"], 2), _f(x["keep_rate"], 2))
+        console.print(t)
+
+    if isinstance(s["filter"], dict):
+        f = s["filter"]
+        console.print(f"dynamic sampling: rounds {f.get('rounds')}, kept {f.get('kept')}, dropped {f.get('dropped')}")
+    if s["time_per_step_mean"] is not None:
+        console.print(f"mean time/step {s['time_per_step_mean']:.2f}s")
+
+
+# ---------------------------------------------------------------- figure
+
+def plot_run(run: RunData, path: str | Path) -> Path:
+    """Write a PNG with 3-5 panels: sampling probabilities, eval accuracy, train reward, budget, hints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = run.distributions
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colour = {d: cmap(i % cmap.N) for i, d in enumerate(names)}
+    cur = run.curriculum
+    has_budget = any(r.get("budget") is not None for r in cur)
+    has_hints = any(isinstance(r.get("hints"), dict) for r in cur)
+    panels = ["probs", "eval", "reward"] + (["budget"] if has_budget else []) + (["hints"] if has_hints else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    axes = {p: ax for p, ax in zip(panels, axes[:, 0])}
+    title = run.config.get("name") or run.run_dir.name
+    fig.suptitle(f"{title} — {run.status}", fontsize=13)
+
+    # sampling probabilities (stacked)
+    ax = axes["probs"]
+    if cur:
+        steps = [r["step"] for r in cur]
+        ys = [[_num(((r.get("distributions") or {}).get(d) or {}).get("prob")) or 0.0 for r in cur] for d in names]
+        ax.stackplot(steps, *ys, labels=names, colors=[colour[d] for d in names], alpha=0.85)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no curriculum records", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(f"sampling probability per distribution (sampler: {config_brief(run)['sampler']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("probability")
+
+    # eval accuracy
+    ax = axes["eval"]
+    evs = eval_rows(run)
+    if evs:
+        xs = [0 if r["step"] < 0 else r["step"] for r in evs]
+        for d in names:
+            pts = [(x, _num(r.get(f"eval/accuracy/{d}"))) for x, r in zip(xs, evs)]
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=4, color=colour[d], label=d)
+        pts = [(x, _num(r.get("eval/accuracy_mean"))) for x, r in zip(xs, evs)]
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="black", lw=2, ls="--", marker="s", ms=4, label="mean")
+        if any(r["step"] < 0 for r in evs):
+            ax.axvline(0, color="grey", lw=0.8, ls=":")
+            ax.annotate("before RL", (0, 1.0), xytext=(3, -12), textcoords="offset points", fontsize=8,
+                        color="grey")
+        ax.set_ylim(-0.02, 1.05)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("eval accuracy per distribution (the evaluation before RL is drawn at step 0)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+
+    # train reward
+    ax = axes["reward"]
+    train = [r for r in run.metrics if r["step"] >= 0]
+    if train:
+        for d in names:
+            pts = [(r["step"], _num(r.get(f"reward/{d}"))) for r in train]
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=colour[d], lw=1, alpha=0.7, label=d)
+        pts = [(r["step"], _num(r.get("reward/mean"))) for r in train]
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            x, y = map(np.asarray, zip(*pts))
+            ax.plot(x, y, color="black", lw=1, alpha=0.35)
+            k = max(1, min(10, len(y) // 10))
+            if k > 1:
+                sm = np.convolve(y, np.ones(k) / k, mode="valid")
+                ax.plot(x[k - 1:], sm, color="black", lw=2, label=f"mean (moving avg {k})")
+            else:
+                ax.lines[-1].set(alpha=1, lw=2, label="mean")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training steps", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("train reward")
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+
+    if has_budget:
+        ax = axes["budget"]
+        steps, default, per = [], [], {d: [] for d in names}
+        for r in cur:
+            dv, pv = _budget_values(r.get("budget"))
+            steps.append(r["step"])
+            default.append(np.nan if dv is None else dv)
+            for d in names:
+                per[d].append(pv.get(d, np.nan))
+        ax.plot(steps, default, color="black", lw=2, label="default")
+        for d in names:
+            arr = np.asarray(per[d], dtype=float)
+            if np.isfinite(arr).any() and not np.allclose(arr, np.asarray(default, dtype=float), equal_nan=True):
+                ax.plot(steps, arr, color=colour[d], lw=1.2, ls="--", label=d)
+        ax.set_title("token budget (distributions not drawn follow the default)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("tokens")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+
+    if has_hints:
+        ax = axes["hints"]
+        steps, keep_rate = [], []
+        reroll = {d: [] for d in names}
+        for r in cur:
+            st = _hint_stats(r.get("hints"), names, "step")
+            steps.append(r["step"])
+            tot_r = tot_k = 0.0
+            for d in names:
+                s = st.get(d, {})
+                rate = _rate(s.get("rerolled", 0), s.get("groups", 0))
+                reroll[d].append(np.nan if rate is None else rate)
+                tot_r += s.get("rerolled", 0)
+                tot_k += s.get("kept", 0)
+            kr = _rate(tot_k, tot_r)
+            keep_rate.append(np.nan if kr is None else kr)
+        for d in names:
+            if np.isfinite(np.asarray(reroll[d], dtype=float)).any():
+                ax.plot(steps, reroll[d], color=colour[d], lw=1.2, label=f"{d}: rerolled / groups")
+        ax.plot(steps, keep_rate, color="black", lw=2, ls="--", label="all: kept / rerolled")
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_title("hint guidance per step")
+        ax.set_xlabel("step")
+        ax.set_ylabel("rate")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+
+    xs_all = [max(r["step"], 0) for r in run.metrics] + [r["step"] for r in cur] or [0]
+    lo, hi = min(xs_all), max(xs_all)
+    for ax in axes.values():
+        ax.grid(alpha=0.3)
+        ax.set_xlim(lo - 0.5, max(hi, lo + 1) + 0.5)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- CLI
+
+def cmd_inspect(args) -> None:
+    run = load_run(args.run_dir, parse_steps(args.steps))
+    if args.json:
+        print(json.dumps(summary_json(run), indent=1))
+    else:
+        from rich.console import Console
+
+        print_summary(run, Console())
+    if args.plot:
+        out = plot_run(run, args.plot)
+        if not args.json:
+            print(f"figure written to {out}")
+
+
+def add_inspect_parser(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="summarise a run directory (tables, --json, --plot)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="write a figure")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
+    p.add_argument("--steps", metavar="A:B", default=None, help="inclusive step range; either side optional")
+    p.set_defaults(fn=cmd_inspect)

@@ -1,0 +1,97 @@
+"""A vLLM generation engine (same interface as `HFEngine`), for vLLM 0.32 (CPU or GPU builds).
+
+Choices:
+- `logprobs_mode="processed_logprobs"`: with `SamplingParams(logprobs=0)` vLLM returns the logprob
+  of each sampled token under the distribution it was drawn from (after temperature and top-p),
+  which is what `HFEngine` returns and what the learner's importance ratios need. Greedy requests
+  (temperature 0) get the untempered logprob, as in `HFEngine`.
+- Prompts go in as token ids (`TokensPrompt`). Each request is expanded into `n` vLLM requests
+  with n=1 (vLLM rejects n > 1 for greedy sampling); the k-th copy gets seed + k, as vLLM's own
+  parallel sampling does. The prefix cache shares the prompt's KV between the copies.
+- `enforce_eager=True` (no CUDA graphs/compile: fast start, weights reloadable in place) and
+  `max_model_len` = the model's `max_position_embeddings`, capped, to keep the KV cache small.
+- Weight sync: the workers' `reload_weights` (via `collective_rpc`, `is_checkpoint_format=True`)
+  takes HF checkpoint names/shapes and repacks them (fused qkv, gate_up) in place. With the
+  engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, tp=1) the tensors are passed
+  directly (`weights_iterator=`). Otherwise (vLLM's default: engine core and workers are other
+  processes) the RPC kwargs go through vLLM's msgpack encoder, which rejects iterators and
+  turns tensors into plain lists, so the weights are written as one safetensors file to a temp
+  dir (/dev/shm when present) and reloaded with `weights_path=`. The prefix cache is reset
+  afterwards so no KV computed with the old weights is reused.
+On CPU `gpu_memory_utilization` is the share of RAM reserved for the KV cache; keep it low.
+Scripts that build this engine need an `if __name__ == "__main__":` guard (spawned workers).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from rlcurr.types import Completion, GenRequest
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
+                 gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None):
+        from vllm import LLM
+
+        if max_model_len is None:
+            config = json.loads((Path(model_path) / "config.json").read_text())
+            max_model_len = min(int(config.get("max_position_embeddings", 4096)), 4096)
+        self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, enforce_eager=True,
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                       max_model_len=max_model_len, logprobs_mode="processed_logprobs")
+        self.tokenizer = self.llm.get_tokenizer()
+        from vllm import envs
+
+        # Is the model in this process? Else the engine core/workers are separate processes.
+        self.in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and tensor_parallel_size == 1
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        rows = [(i, r, k) for i, r in enumerate(requests) for k in range(r.n)]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for _, r, _ in rows]
+        params = [SamplingParams(n=1, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
+                                 seed=None if r.seed is None else r.seed + k, logprobs=0, skip_special_tokens=True)
+                  for _, r, k in rows]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        result: list[list[Completion]] = [[] for _ in requests]
+        for (i, _, _), out in zip(rows, outputs):
+            result[i].append(self._completion(out.outputs[0]))
+        return result
+
+    @staticmethod
+    def _completion(o) -> Completion:
+        ids = list(o.token_ids)
+        lps = [float(pos[tok].logprob) for tok, pos in zip(ids, o.logprobs)]
+        finish = "length" if o.finish_reason == "length" else "stop"
+        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=o.text)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        weights, seen = [], set()
+        for name, t in named_tensors:
+            t = t.detach().cpu().contiguous()
+            if t.data_ptr() in seen:  # tied weights share storage; safetensors refuses that
+                t = t.clone()
+            seen.add(t.data_ptr())
+            weights.append((name, t))
+        if self.in_process:
+            kwargs = {"weights_iterator": weights}
+            self.llm.collective_rpc("reload_weights", kwargs={**kwargs, "is_checkpoint_format": True})
+        else:
+            from safetensors.torch import save_file
+
+            root = "/dev/shm" if Path("/dev/shm").is_dir() else None
+            with tempfile.TemporaryDirectory(prefix="rlcurr-weights-", dir=root) as d:
+                save_file(dict(weights), str(Path(d) / "model.safetensors"))
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": d, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()

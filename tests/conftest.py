@@ -1,0 +1,23 @@
+"""Shared fixtures: one Ray instance and one model cache for the whole test session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    # Tiny models and SFT warm-ups are cached by content hash; keep the tests' cache private.
+    os.environ.setdefault("RLCURR_CACHE", str(tmp_path_factory.mktemp("rlcurr-cache")))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,186 @@
+"""rlcurr.inspect on synthetic run directories written here (no training)."""
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from rlcurr.errors import UserError  # noqa: E402
+from rlcurr.inspect import (  # noqa: E402
+    add_inspect_parser,
+    load_run,
+    parse_steps,
+    plot_run,
+    print_summary,
+    summary_json,
+)
+
+DISTS = ["add1", "add2", "noise"]
+
+
+def write_run(path, steps=40, written=None, truncate=False, budget=True, hints=True):
+    """A run of `steps` steps of which `written` were logged; optionally a cut-off last line."""
+    written = steps if written is None else written
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {"name": "synthetic", "seed": 0, "model": {"tiny": {"arch": "qwen2", "hidden_size": 128, "num_layers": 4}},
+           "env": {"name": "arith", "distributions": DISTS}, "rollout": {"n": 8},
+           "learner": {"lr": 2e-4}, "algo": {"name": "grpo"},
+           "curriculum": {"sampler": "ucb"}, "trainer": {"steps": steps, "prompts_per_step": 16}}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rng = np.random.default_rng(0)
+    metrics = [{"step": -1, **{f"eval/accuracy/{d}": 0.1 for d in DISTS}, "eval/accuracy_mean": 0.1}]
+    cur = []
+    totals = {d: {"groups": 0, "failed": 0, "rerolled": 0, "kept": 0, "solved": 0, "skipped_no_hint": 0,
+                  "skipped_cap": 0} for d in DISTS}
+    for t in range(written):
+        frac = t / max(1, steps - 1)
+        probs = np.array([1 - frac + 0.1, frac + 0.1, 0.2])
+        probs /= probs.sum()
+        m = {"step": t, "reward/mean": float(0.2 + 0.6 * frac + 0.05 * rng.standard_normal()),
+             "reward/std": 0.3, "loss": float(rng.standard_normal()), "response_length/mean": 5.0,
+             "time/step": 1.5, "tokens": 1000}
+        for i, d in enumerate(DISTS):
+            m[f"reward/{d}"] = float(np.clip(frac * (1 - 0.3 * i) + 0.1 * rng.standard_normal(), 0, 1))
+        if (t + 1) % 10 == 0 or t == steps - 1:
+            for i, d in enumerate(DISTS):
+                m[f"eval/accuracy/{d}"] = float(min(1.0, 0.1 + frac * (0.9 - 0.3 * i)))
+            m["eval/accuracy_mean"] = float(np.mean([m[f"eval/accuracy/{d}"] for d in DISTS[:2]]))
+        metrics.append(m)
+        step_stats = {}
+        for d in DISTS:
+            s = {"groups": 5, "failed": int(rng.integers(0, 4)), "kept": 0, "solved": 0,
+                 "skipped_no_hint": 0, "skipped_cap": 0}
+            s["rerolled"] = s["failed"]
+            s["kept"] = int(rng.integers(0, s["rerolled"] + 1))
+            s["solved"] = s["kept"]
+            step_stats[d] = s
+            for k, v in s.items():
+                totals[d][k] += v
+        rate = lambda s: dict(s, solved_rate=(s["solved"] / s["rerolled"]) if s["rerolled"] else None)  # noqa: E731
+        cur.append({
+            "step": t, "sampler": "ucb",
+            "distributions": {d: {"prob": float(p), "score": float(p * 2), "count": 16 * (t + 1), "step_count": 16,
+                                  "mean_reward": m[f"reward/{d}"], "mean_abs_adv": 0.3, "planned": 5}
+                              for d, p in zip(DISTS, probs)},
+            "budget": {"default": 64 - t, "slack": 1.0,
+                       "per_distribution": {d: 64 - t + 4 * i for i, d in enumerate(DISTS)}} if budget else None,
+            "hints": {"step": {d: rate(s) for d, s in step_stats.items()},
+                      "total": {d: rate(s) for d, s in totals.items()}} if hints else None,
+            "filter": None, "d3s": None})
+    with open(path / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in metrics)
+    with open(path / "curriculum.jsonl", "w") as f:
+        f.writelines(json.dumps(c) + "\n" for c in cur)
+    if truncate:
+        for name, last in (("metrics.jsonl", metrics), ("curriculum.jsonl", cur)):
+            with open(path / name, "a") as f:
+                f.write(json.dumps({**last[-1], "step": written})[:57])  # a line cut off by a crash
+    return path
+
+
+def test_finished_run(tmp_path):
+    run = load_run(write_run(tmp_path / "run"), None)
+    assert run.finished and run.last_step == 39 and run.status == "finished"
+    assert run.distributions == DISTS
+    s = summary_json(run)
+    assert s["status"] == "finished"
+    assert s["config"] == {"name": "synthetic", "env": "arith", "sampler": "ucb", "model": "tiny qwen2 h128 L4",
+                           "algo": "grpo", "steps": 40, "n": 8, "lr": 2e-4, "prompts_per_step": 16}
+    steps = [x["step"] for x in s["snapshots"]]
+    assert steps[0] == 0 and steps[-1] == 39 and len(steps) == 5
+    last = s["snapshots"][-1]
+    assert last["eval_step"] == 39 and last["distributions"]["add1"]["eval_accuracy"] == pytest.approx(1.0)
+    assert s["snapshots"][0]["eval_step"] == -1  # before RL until the first in-training eval
+    assert [e["step"] for e in s["evals"]] == [-1, 9, 19, 29, 39]
+    assert s["budget"]["first"]["default"] == 64 and s["budget"]["min"] == 64 - 39
+    assert set(s["hints"]["total"]) == set(DISTS)
+    json.dumps(s)  # JSON-able
+    con = Console(record=True, width=160)
+    print_summary(run, con)
+    text = con.export_text()
+    assert "finished" in text and "add2" in text and "token budget" in text and "hint guidance" in text
+
+
+def test_crashed_run_truncated_line(tmp_path):
+    run = load_run(write_run(tmp_path / "run", steps=40, written=17, truncate=True), None)
+    assert not run.finished and run.last_step == 16
+    assert run.skipped_lines == {"metrics.jsonl": 1, "curriculum.jsonl": 1}
+    assert "unfinished at step 16/39" in run.status
+    s = summary_json(run)
+    assert s["status"] == "unfinished" and s["snapshots"][-1]["step"] == 16
+    con = Console(record=True, width=160)
+    print_summary(run, con)
+    assert "skipped unparseable" in con.export_text()
+
+
+def test_steps_narrow(tmp_path):
+    d = write_run(tmp_path / "run")
+    run = load_run(d, (10, 20))
+    assert {r["step"] for r in run.metrics} == set(range(10, 21))
+    assert {r["step"] for r in run.curriculum} == set(range(10, 21))
+    assert run.finished  # status judged on the whole file
+    s = summary_json(run)
+    assert s["snapshots"][0]["step"] == 10 and s["snapshots"][-1]["step"] == 20
+    assert [e["step"] for e in s["evals"]] == [19]
+    assert {r["step"] for r in load_run(d, (None, 5)).metrics} == set(range(-1, 6))
+    assert {r["step"] for r in load_run(d, (35, None)).metrics} == set(range(35, 40))
+
+
+def test_parse_steps():
+    assert parse_steps("3:7") == (3, 7)
+    assert parse_steps(":7") == (None, 7)
+    assert parse_steps("3:") == (3, None)
+    assert parse_steps("-1:0") == (-1, 0)
+    assert parse_steps("5") == (5, 5)
+    assert parse_steps(None) is None
+    for bad in ("a:b", "1:2:3", "7:3"):
+        with pytest.raises(UserError):
+            parse_steps(bad)
+
+
+def test_missing(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_run(tmp_path / "nope", None)
+    d = write_run(tmp_path / "run")
+    (d / "curriculum.jsonl").unlink()
+    with pytest.raises(UserError, match="curriculum.jsonl"):
+        load_run(d, None)
+
+
+def _check_png(path):
+    assert path.stat().st_size > 20_000
+    img = mpimg.imread(str(path))
+    assert img.ndim == 3 and img.shape[0] > 500
+    assert float(np.var(img[..., :3])) > 0.005  # not blank
+
+
+def test_plot(tmp_path):
+    run = load_run(write_run(tmp_path / "run"), None)
+    out = plot_run(run, tmp_path / "fig.png")
+    _check_png(out)
+    bare = load_run(write_run(tmp_path / "bare", written=12, truncate=True, budget=False, hints=False), None)
+    _check_png(plot_run(bare, tmp_path / "bare.png"))
+
+
+def test_cli(tmp_path, capsys):
+    import argparse
+
+    d = write_run(tmp_path / "run")
+    parser = argparse.ArgumentParser()
+    add_inspect_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["inspect", str(d), "--json", "--steps", "5:", "--plot", str(tmp_path / "p.png")])
+    args.fn(args)
+    s = json.loads(capsys.readouterr().out)
+    assert s["steps_filter"] == [5, None] and s["snapshots"][0]["step"] == 5
+    assert (tmp_path / "p.png").stat().st_size > 20_000
+    args = parser.parse_args(["inspect", str(d)])
+    args.fn(args)
+    assert "synthetic" in capsys.readouterr().out
+    assert not math.isnan(s["time_per_step_mean"])
