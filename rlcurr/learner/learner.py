@@ -102,6 +102,7 @@ class Learner:
                 n_updates += 1
         metrics = {k: v / n_updates for k, v in sums.items()}
         metrics["lr"] = lr
+        metrics.update(logprob_parity(samples, old))
         return metrics
 
     def _optimizer_step(self, samples, indices, old, ref, norm_len) -> dict[str, float]:
@@ -196,6 +197,15 @@ class Learner:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
         model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+
+
+def logprob_parity(samples: list[TrainSample], learner_logprobs: list[list[float]]) -> dict[str, float]:
+    """Engine sampling logprobs vs the learner's recomputation of the same tokens (same weights)."""
+    diffs = [abs(a - b) for s, lp in zip(samples, learner_logprobs) if s.rollout_logprobs
+             for a, b in zip(s.rollout_logprobs, lp)]
+    if not diffs:
+        return {}
+    return {"rollout/logprob_abs_diff_mean": sum(diffs) / len(diffs), "rollout/logprob_abs_diff_max": max(diffs)}
 
 
 def _split(items: list[int], parts: int) -> list[list[int]]:

@@ -18,6 +18,9 @@ Choices:
   turns tensors into plain lists, so the weights are written as one safetensors file to a temp
   dir (/dev/shm when present) and reloaded with `weights_path=`. The prefix cache is reset
   afterwards so no KV computed with the old weights is reused.
+  Tied embeddings: the reload breaks vLLM's lm_head/embed_tokens tie, and without an explicit
+  `lm_head.weight` the head keeps the OLD weights (measured: logprobs off by ~0.8). So for tied
+  models we add `lm_head.weight` = the new embeddings when the caller left it out.
 On CPU `gpu_memory_utilization` is the share of RAM reserved for the KV cache; keep it low.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (spawned workers).
 """
@@ -38,17 +41,16 @@ class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None):
-        from vllm import LLM
+        from vllm import LLM, envs
 
+        config = json.loads((Path(model_path) / "config.json").read_text())
+        self.tied = bool(config.get("tie_word_embeddings", False))
         if max_model_len is None:
-            config = json.loads((Path(model_path) / "config.json").read_text())
             max_model_len = min(int(config.get("max_position_embeddings", 4096)), 4096)
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, enforce_eager=True,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, logprobs_mode="processed_logprobs")
         self.tokenizer = self.llm.get_tokenizer()
-        from vllm import envs
-
         # Is the model in this process? Else the engine core/workers are separate processes.
         self.in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and tensor_parallel_size == 1
 
@@ -84,9 +86,11 @@ class VLLMEngine:
                 t = t.clone()
             seen.add(t.data_ptr())
             weights.append((name, t))
+        names = {name for name, _ in weights}
+        if self.tied and "lm_head.weight" not in names and "model.embed_tokens.weight" in names:
+            weights.append(("lm_head.weight", dict(weights)["model.embed_tokens.weight"].clone()))
         if self.in_process:
-            kwargs = {"weights_iterator": weights}
-            self.llm.collective_rpc("reload_weights", kwargs={**kwargs, "is_checkpoint_format": True})
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         else:
             from safetensors.torch import save_file
 
