@@ -193,6 +193,20 @@ def load_state(path: str | Path) -> Any:
 
 # ---------------------------------------------------------------- JSONL truncation
 
+def iter_jsonl(path: str | Path):
+    """(line, parsed object or None if unparseable) for each non-empty line; tolerant of a last
+    line cut short by a crash."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                yield line, json.loads(line)
+            except json.JSONDecodeError:
+                yield line, None
+
+
 def truncate_jsonl(path: str | Path, last_step: int) -> int:
     """Rewrite the JSONL file `path` atomically, keeping lines whose "step" is <= `last_step`
     (so the step -1 evaluation line stays) and lines without an integer "step"; unparseable
@@ -202,21 +216,12 @@ def truncate_jsonl(path: str | Path, last_step: int) -> int:
     if not path.exists():
         return 0
     kept, dropped = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                dropped += 1
-                continue
-            step = obj.get("step") if isinstance(obj, dict) else None
-            if isinstance(step, int) and not isinstance(step, bool) and step > last_step and step != -1:
-                dropped += 1
-                continue
-            kept.append(line)
+    for line, obj in iter_jsonl(path):
+        step = obj.get("step") if isinstance(obj, dict) else None
+        if obj is None or (isinstance(step, int) and not isinstance(step, bool) and step > last_step and step != -1):
+            dropped += 1
+            continue
+        kept.append(line)
     _atomic_write_text(path, "".join(l + "\n" for l in kept))
     return dropped
 

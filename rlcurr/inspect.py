@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlcurr.checkpoint import iter_jsonl
 from rlcurr.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "curriculum.jsonl")
@@ -96,20 +97,11 @@ def _in_range(step: Any, steps) -> bool:
 
 def _read_jsonl(path: Path) -> tuple[list[dict], int]:
     rows, bad = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("step"), int):
-                rows.append(obj)
-            else:
-                bad += 1
+    for _, obj in iter_jsonl(path):
+        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+            rows.append(obj)
+        else:
+            bad += 1
     return rows, bad
 
 

@@ -8,7 +8,7 @@ import pytest
 from rlcurr.config import load_config
 ROOT = Path(__file__).resolve().parent.parent
 
-STEPS = 40
+STEPS = 60
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def run(ray_session, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("e2e") / "run"
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
-        f"trainer.output_dir={out}", f"trainer.steps={STEPS}", "trainer.save_every=10", "eval.every=15",
+        f"trainer.output_dir={out}", f"trainer.steps={STEPS}", "trainer.save_every=20", "eval.every=30",
         "logging.progress=false"])
     trainer = Trainer(cfg, log=lambda *_: None)
     first = trainer.start()
@@ -32,10 +32,11 @@ def test_parameters_changed_and_reward_rose(run):
     assert after != before
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["step"] >= 0]
-    # quickstart setting (add1, 50 SFT steps): reward ~0.1 at the start, ~0.2 by step 40
-    first = sum(r["reward/mean"] for r in train[:10]) / 10
-    last = sum(r["reward/mean"] for r in train[-10:]) / 10
-    assert last > first + 0.03, (first, last)
+    # quickstart setting (add1, 50 SFT steps): measured 0.143 over steps 0-14 and 0.193 over
+    # steps 45-59 (seeded, repeatable on CPU); the threshold is half that rise.
+    first = sum(r["reward/mean"] for r in train[:15]) / 15
+    last = sum(r["reward/mean"] for r in train[-15:]) / 15
+    assert last > first + 0.025, (first, last)
 
 
 def test_metrics_have_the_promised_fields(run):

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STEPS = 12
+STEPS = 40
 ARGS = ["env.distributions=[add1,noise]", "curriculum.sampler=ucb", "model.warmup.steps=20",
         f"trainer.steps={STEPS}", "trainer.save_every=3", "trainer.keep_checkpoints=2",
         "trainer.prompts_per_step=4", "rollout.n=4", "eval.every=0", "eval.max_tokens=4",
@@ -35,15 +35,18 @@ def killed_and_resumed(tmp_path_factory):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 300
-    # kill after the second checkpoint, in the middle of a later step
+    # kill once the second checkpoint exists, somewhere in the steps after it
     while time.time() < deadline and not (run / "checkpoints" / "step_5").exists():
         assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
-    time.sleep(1.0)
+        time.sleep(0.05)
+    time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before_kill = _steps(run / "metrics.jsonl")
-    ckpt_state = json.loads((run / "checkpoints" / "step_5" / "trainer_state.json").read_text())
+    from rlcurr.checkpoint import find_latest_checkpoint
+
+    newest = find_latest_checkpoint(run)
+    ckpt_state = json.loads((newest / "trainer_state.json").read_text())
     out = subprocess.run(_rlcurr("train", "--resume", str(run)), cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     return run, before_kill, ckpt_state, out
@@ -73,8 +76,9 @@ def test_restored_curriculum_equals_saved(killed_and_resumed):
     assert json.loads(json.dumps(ctrl.state_dict())) == ckpt_state["curriculum"]
     # and the first resumed step's curriculum line continues from it: counts only grow
     lines = [json.loads(x) for x in (run / "curriculum.jsonl").read_text().splitlines()]
-    for name, d in lines[6]["distributions"].items():
-        assert d["count"] >= lines[5]["distributions"][name]["count"]
+    s = ckpt_state["step"]
+    for name, d in lines[s + 1]["distributions"].items():
+        assert d["count"] >= lines[s]["distributions"][name]["count"]
 
 
 def test_corrupt_newest_checkpoint_falls_back(killed_and_resumed, tmp_path):
