@@ -8,7 +8,7 @@ the resolved version (all defaults filled in).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -146,6 +146,9 @@ from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
 EnvConfig = Annotated[Union[ArithConfig, ReasoningGymConfig, MathConfig], Field(discriminator="name")]
 
 
+ENV_NAMES = {get_args(c.model_fields["name"].annotation)[0] for c in get_args(get_args(EnvConfig)[0])}
+
+
 class Config(Section):
     name: str
     description: str = ""
@@ -203,7 +206,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in {"arith", "reasoning_gym", "math"} and False))
+        parts = list(e["loc"])
+        if len(parts) > 1 and parts[0] == "env" and parts[1] in ENV_NAMES:
+            del parts[1]  # pydantic puts the union's tag in the path: env.<name>.field -> env.field
+        loc = ".".join(str(p) for p in parts)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
