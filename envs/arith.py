@@ -57,6 +57,7 @@ def _question(rng: random.Random, dist: str) -> tuple[str, str]:
 
 class ArithEnv(Environment):
     default_rewards = ("exact_match",)
+    unlearnable = ("noise",)
 
     def __init__(self, cfg: ArithConfig, seed: int):
         self.cfg = cfg

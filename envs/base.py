@@ -30,6 +30,8 @@ class Environment(ABC):
 
     #: reward names used when the recipe lists none
     default_rewards: tuple[str, ...] = ("exact_match",)
+    #: distributions no policy can learn (controls for curriculum tests); left out of eval means
+    unlearnable: tuple[str, ...] = ()
 
     @abstractmethod
     def distributions(self) -> list[str]: ...

@@ -101,7 +101,7 @@ class Trainer:
         try:
             self.logger.start_progress(self.cfg.trainer.steps, first)
             if first == 0:
-                self.record_eval(step=0)
+                self.record_eval()
             for t in range(first, self.cfg.trainer.steps):
                 self.step(t)
                 last = t == self.cfg.trainer.steps - 1
@@ -255,7 +255,7 @@ class Trainer:
         every, last = self.cfg.eval.every, t == self.cfg.trainer.steps - 1
         return last or (every > 0 and (t + 1) % every == 0)
 
-    def record_eval(self, step: int) -> None:
+    def record_eval(self) -> None:
         """Evaluation before any RL update, logged as a step -1 line in metrics.jsonl."""
         self.logger.record_eval(self.evaluate())
 
@@ -272,7 +272,7 @@ class Trainer:
             per_dist.setdefault(it.prompt.distribution, []).append(float(s > 0))
         for d, v in per_dist.items():
             out[f"eval/accuracy/{d}"] = sum(v) / len(v)
-        learnable = [out[f"eval/accuracy/{d}"] for d in per_dist if d != "noise"]
+        learnable = [out[f"eval/accuracy/{d}"] for d in per_dist if d not in self.env.unlearnable]
         out["eval/accuracy_mean"] = sum(learnable) / max(1, len(learnable))
         return out
 
