@@ -84,10 +84,11 @@ class RolloutConfig(Section):
     max_tokens: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.25, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
+    max_restarts: int = Field(3, ge=0, description="dead rollout workers replaced per call before the run fails")
 
 
 class AlgoConfig(Section):
-    name: Literal["grpo", "drgrpo", "rloo"] = "grpo"  # advantage estimator
+    name: Literal["grpo", "drgrpo", "rloo", "ppo"] = "grpo"  # advantage estimator; ppo = GAE with a critic
     clip_low: float = Field(0.2, ge=0)
     clip_high: float = Field(0.2, ge=0)  # DAPO clip-higher: 0.28
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
@@ -97,6 +98,27 @@ class AlgoConfig(Section):
     epochs: int = Field(1, ge=1, description="optimisation passes over each batch")
     mini_batches: int = Field(1, ge=1, description="optimizer steps per epoch")
     micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (grad accumulation)")
+    # Truncated importance sampling (METHODS 7): weight each token's policy-gradient term by
+    # min(pi_old / pi_rollout, tis_cap) to correct the engine/learner mismatch. None = off.
+    tis_cap: float | None = Field(None, gt=0, description="cap of the engine->learner importance weight")
+    # PPO (name: ppo) only. lam = 1 (verl's default; OpenRLHF uses 0.95): with gamma = 1 and one
+    # outcome reward, A_t = R - V(s_t), unbiased however wrong the freshly initialised critic is;
+    # lam < 1 trades that bias for variance, which matters little for answers this short.
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO: discount per token")
+    lam: float = Field(1.0, ge=0, le=1, description="PPO: GAE lambda")
+    value_clip: float = Field(0.2, gt=0, description="PPO: clip of the value update around the old values")
+    critic_lr: float = Field(1e-5, gt=0, description="PPO: critic AdamW learning rate (same schedule as the policy)")
+    critic_warmup: int = Field(0, ge=0, description="PPO: first trainer steps that train only the critic")
+
+    @model_validator(mode="after")
+    def _ppo_fields_need_ppo(self) -> "AlgoConfig":
+        # Compared with the defaults, not with model_fields_set: a resolved config.yaml sets every key.
+        ppo_only = ["critic_lr", "critic_warmup", "gamma", "lam", "value_clip"]
+        stray = [f for f in ppo_only if getattr(self, f) != type(self).model_fields[f].default]
+        if self.name != "ppo" and stray:
+            raise ValueError(f"{', '.join('algo.' + f for f in stray)} only apply to algo.name: ppo "
+                             f"(algo.name is {self.name!r})")
+        return self
 
 
 class ScheduleConfig(Section):
@@ -134,6 +156,14 @@ class WandbConfig(Section):
     mode: Literal["online", "offline"] = "offline"
 
 
+class ResourcesConfig(Section):
+    """Ray placement on GPU nodes (rlcurr/rollout/pool.py); ignored when the cluster has no GPUs."""
+
+    gpus_per_rollout_worker: int | None = Field(None, ge=1, description="default: rollout.tensor_parallel_size")
+    gpus_per_learner_worker: int = Field(1, ge=1)
+    colocate: bool = Field(False, description="rollout and learner share GPUs; vLLM sleeps during the learner step")
+
+
 class LoggingConfig(Section):
     tensorboard: bool = True
     wandb: WandbConfig | None = None
@@ -164,6 +194,23 @@ class Config(Section):
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _rollout_gpus_fit_tp(self) -> "Config":
+        gpus = self.resources.gpus_per_rollout_worker
+        if gpus is not None and gpus < self.rollout.tensor_parallel_size:
+            raise ValueError(f"resources.gpus_per_rollout_worker ({gpus}) must be at least "
+                             f"rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _ead_needs_hf(self) -> "Config":
+        # vLLM's sampling params have one temperature per request, not per answer position.
+        if self.curriculum.ead is not None and self.rollout.engine == "vllm":
+            raise ValueError("curriculum.ead (per-position temperatures) needs rollout.engine: hf; "
+                             "vLLM has one temperature per request. Remove curriculum.ead or set rollout.engine: hf")
+        return self
 
     @property
     def run_dir(self) -> Path:

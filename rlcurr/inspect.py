@@ -301,87 +301,91 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def print_summary(run: RunData, console=None) -> None:
+    """Header, config, then one rich table per section that the run has data for."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     s = summary_json(run)
-    c = s["config"]
     style = "green" if run.finished else "yellow"
     console.print(f"[bold]{run.run_dir}[/bold]  [{style}]{run.status}[/{style}]")
-    cfg = Table(title="config", show_header=False)
-    for k in ("name", "env", "sampler", "model", "algo", "steps", "n", "prompts_per_step", "lr"):
-        cfg.add_row(k, _f(c.get(k), 6) if isinstance(c.get(k), float) else _f(c.get(k)))
-    console.print(cfg)
+    console.print(_config_table(s["config"]))
     if run.steps is not None:
         console.print(f"steps filter {run.steps[0] if run.steps[0] is not None else ''}:"
                       f"{run.steps[1] if run.steps[1] is not None else ''}")
     skipped = {k: v for k, v in run.skipped_lines.items() if v}
     if skipped:
         console.print(f"[yellow]skipped unparseable lines: {skipped}[/yellow]")
-
-    if s["snapshots"]:
-        t = Table(title="per distribution (prob / score / count / train reward / eval accuracy)")
-        t.add_column("step", justify="right")
-        for d in run.distributions:
-            t.add_column(d, justify="right")
-        t.add_column("reward mean", justify="right")
-        t.add_column("eval mean", justify="right")
-        for snap in s["snapshots"]:
-            cells = []
-            for d in run.distributions:
-                x = snap["distributions"][d]
-                cells.append(f"p {_f(x['prob'], 2)}  s {_f(x['score'], 2)}\n"
-                             f"n {_f(x['count'])}  r {_f(x['reward'], 2)}\n"
-                             f"acc {_f(x['eval_accuracy'], 2)}")
-            ev = _f(snap["eval_accuracy_mean"], 3)
-            if snap["eval_step"] is not None and snap["eval_step"] != snap["step"]:
-                ev += f"\n(@{snap['eval_step']})"
-            t.add_row(str(snap["step"]), *cells, _f(snap["reward_mean"]), ev)
-        console.print(t)
-    else:
-        console.print("[yellow]no training steps in range[/yellow]")
-
+    console.print(_snapshot_table(run, s) if s["snapshots"] else "[yellow]no training steps in range[/yellow]")
     if s["evals"]:
-        t = Table(title="evaluations (step -1 = before RL)")
-        t.add_column("step", justify="right")
-        for d in run.distributions:
-            t.add_column(d, justify="right")
-        t.add_column("mean", justify="right")
-        for e in s["evals"]:
-            t.add_row(str(e["step"]), *[_f(e.get(d)) for d in run.distributions], _f(e["accuracy_mean"]))
-        console.print(t)
-
+        console.print(_eval_table(run, s))
     if s["budget"] is not None:
-        t = Table(title="token budget")
-        t.add_column("step", justify="right")
-        t.add_column("default", justify="right")
-        per_names = [d for d in run.distributions]
-        for d in per_names:
-            t.add_column(d, justify="right")
-        cur_by_step = {r["step"]: r for r in run.curriculum}
-        for step in snapshot_steps(run):
-            default, per = _budget_values((cur_by_step.get(step) or {}).get("budget"))
-            t.add_row(str(step), _f(default, 0), *[_f(per.get(d), 0) for d in per_names])
-        console.print(t)
-
+        console.print(_budget_table(run))
     if s["hints"] is not None:
-        t = Table(title=f"hint guidance (totals up to step {s['hints']['at_step']})")
-        cols = ("groups", "failed", "rerolled", "kept", "solved", "skipped_no_hint", "skipped_cap")
-        t.add_column("distribution")
-        for col in cols:
-            t.add_column(col, justify="right")
-        t.add_column("reroll rate", justify="right")
-        t.add_column("keep rate", justify="right")
-        for d, x in s["hints"]["total"].items():
-            t.add_row(d, *[_f(x.get(col)) for col in cols], _f(x["reroll_rate"], 2), _f(x["keep_rate"], 2))
-        console.print(t)
-
+        console.print(_hint_table(s))
     if isinstance(s["filter"], dict):
         f = s["filter"]
         console.print(f"dynamic sampling: rounds {f.get('rounds')}, kept {f.get('kept')}, dropped {f.get('dropped')}")
     if s["time_per_step_mean"] is not None:
         console.print(f"mean time/step {s['time_per_step_mean']:.2f}s")
+
+
+def _table(title: str, first: str, columns: list[str], show_header: bool = True):
+    from rich.table import Table
+
+    t = Table(title=title, show_header=show_header)
+    t.add_column(first, justify="right")
+    for col in columns:
+        t.add_column(col, justify="right")
+    return t
+
+
+def _config_table(c: dict[str, Any]):
+    t = _table("config", "key", ["value"], show_header=False)
+    for k in ("name", "env", "sampler", "model", "algo", "steps", "n", "prompts_per_step", "lr"):
+        t.add_row(k, _f(c.get(k), 6) if isinstance(c.get(k), float) else _f(c.get(k)))
+    return t
+
+
+def _snapshot_table(run: RunData, s: dict[str, Any]):
+    t = _table("per distribution (prob / score / count / train reward / eval accuracy)", "step",
+               [*run.distributions, "reward mean", "eval mean"])
+    for snap in s["snapshots"]:
+        cells = []
+        for d in run.distributions:
+            x = snap["distributions"][d]
+            cells.append(f"p {_f(x['prob'], 2)}  s {_f(x['score'], 2)}\n"
+                         f"n {_f(x['count'])}  r {_f(x['reward'], 2)}\n"
+                         f"acc {_f(x['eval_accuracy'], 2)}")
+        ev = _f(snap["eval_accuracy_mean"], 3)
+        if snap["eval_step"] is not None and snap["eval_step"] != snap["step"]:
+            ev += f"\n(@{snap['eval_step']})"
+        t.add_row(str(snap["step"]), *cells, _f(snap["reward_mean"]), ev)
+    return t
+
+
+def _eval_table(run: RunData, s: dict[str, Any]):
+    t = _table("evaluations (step -1 = before RL)", "step", [*run.distributions, "mean"])
+    for e in s["evals"]:
+        t.add_row(str(e["step"]), *[_f(e.get(d)) for d in run.distributions], _f(e["accuracy_mean"]))
+    return t
+
+
+def _budget_table(run: RunData):
+    t = _table("token budget", "step", ["default", *run.distributions])
+    cur_by_step = {r["step"]: r for r in run.curriculum}
+    for step in snapshot_steps(run):
+        default, per = _budget_values((cur_by_step.get(step) or {}).get("budget"))
+        t.add_row(str(step), _f(default, 0), *[_f(per.get(d), 0) for d in run.distributions])
+    return t
+
+
+def _hint_table(s: dict[str, Any]):
+    cols = ("groups", "failed", "rerolled", "kept", "solved", "skipped_no_hint", "skipped_cap")
+    t = _table(f"hint guidance (totals up to step {s['hints']['at_step']})", "distribution",
+               [*cols, "reroll rate", "keep rate"])
+    for d, x in s["hints"]["total"].items():
+        t.add_row(d, *[_f(x.get(col)) for col in cols], _f(x["reroll_rate"], 2), _f(x["keep_rate"], 2))
+    return t
 
 
 # ---------------------------------------------------------------- figure
@@ -392,143 +396,139 @@ def plot_run(run: RunData, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = run.distributions
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     colour = {d: cmap(i % cmap.N) for i, d in enumerate(names)}
-    cur = run.curriculum
-    has_budget = any(r.get("budget") is not None for r in cur)
-    has_hints = any(isinstance(r.get("hints"), dict) for r in cur)
-    panels = ["probs", "eval", "reward"] + (["budget"] if has_budget else []) + (["hints"] if has_hints else [])
+    panels = {"probs": _plot_probs, "eval": _plot_eval, "reward": _plot_reward}
+    if any(r.get("budget") is not None for r in run.curriculum):
+        panels["budget"] = _plot_budget
+    if any(isinstance(r.get("hints"), dict) for r in run.curriculum):
+        panels["hints"] = _plot_hints
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
-    axes = {p: ax for p, ax in zip(panels, axes[:, 0])}
-    title = run.config.get("name") or run.run_dir.name
-    fig.suptitle(f"{title} — {run.status}", fontsize=13)
-
-    # sampling probabilities (stacked)
-    ax = axes["probs"]
-    if cur:
-        steps = [r["step"] for r in cur]
-        ys = [[_num(((r.get("distributions") or {}).get(d) or {}).get("prob")) or 0.0 for r in cur] for d in names]
-        ax.stackplot(steps, *ys, labels=names, colors=[colour[d] for d in names], alpha=0.85)
-        ax.set_ylim(0, 1)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no curriculum records", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"sampling probability per distribution (sampler: {config_brief(run)['sampler']})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("probability")
-
-    # eval accuracy
-    ax = axes["eval"]
-    evs = eval_rows(run)
-    if evs:
-        xs = [0 if r["step"] < 0 else r["step"] for r in evs]
-        for d in names:
-            pts = [(x, _num(r.get(f"eval/accuracy/{d}"))) for x, r in zip(xs, evs)]
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=4, color=colour[d], label=d)
-        pts = [(x, _num(r.get("eval/accuracy_mean"))) for x, r in zip(xs, evs)]
-        pts = [(x, y) for x, y in pts if y is not None]
-        if pts:
-            ax.plot(*zip(*pts), color="black", lw=2, ls="--", marker="s", ms=4, label="mean")
-        if any(r["step"] < 0 for r in evs):
-            ax.axvline(0, color="grey", lw=0.8, ls=":")
-            ax.annotate("before RL", (0, 1.0), xytext=(3, -12), textcoords="offset points", fontsize=8,
-                        color="grey")
-        ax.set_ylim(-0.02, 1.05)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("eval accuracy per distribution (the evaluation before RL is drawn at step 0)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("accuracy")
-
-    # train reward
-    ax = axes["reward"]
-    train = [r for r in run.metrics if r["step"] >= 0]
-    if train:
-        for d in names:
-            pts = [(r["step"], _num(r.get(f"reward/{d}"))) for r in train]
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                ax.plot(*zip(*pts), color=colour[d], lw=1, alpha=0.7, label=d)
-        pts = [(r["step"], _num(r.get("reward/mean"))) for r in train]
-        pts = [(x, y) for x, y in pts if y is not None]
-        if pts:
-            x, y = map(np.asarray, zip(*pts))
-            ax.plot(x, y, color="black", lw=1, alpha=0.35)
-            k = max(1, min(10, len(y) // 10))
-            if k > 1:
-                sm = np.convolve(y, np.ones(k) / k, mode="valid")
-                ax.plot(x[k - 1:], sm, color="black", lw=2, label=f"mean (moving avg {k})")
-            else:
-                ax.lines[-1].set(alpha=1, lw=2, label="mean")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no training steps", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("train reward")
-    ax.set_xlabel("step")
-    ax.set_ylabel("reward")
-
-    if has_budget:
-        ax = axes["budget"]
-        steps, default, per = [], [], {d: [] for d in names}
-        for r in cur:
-            dv, pv = _budget_values(r.get("budget"))
-            steps.append(r["step"])
-            default.append(np.nan if dv is None else dv)
-            for d in names:
-                per[d].append(pv.get(d, np.nan))
-        ax.plot(steps, default, color="black", lw=2, label="default")
-        for d in names:
-            arr = np.asarray(per[d], dtype=float)
-            if np.isfinite(arr).any() and not np.allclose(arr, np.asarray(default, dtype=float), equal_nan=True):
-                ax.plot(steps, arr, color=colour[d], lw=1.2, ls="--", label=d)
-        ax.set_title("token budget (distributions not drawn follow the default)")
-        ax.set_xlabel("step")
-        ax.set_ylabel("tokens")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-
-    if has_hints:
-        ax = axes["hints"]
-        steps, keep_rate = [], []
-        reroll = {d: [] for d in names}
-        for r in cur:
-            st = _hint_stats(r.get("hints"), names, "step")
-            steps.append(r["step"])
-            tot_r = tot_k = 0.0
-            for d in names:
-                s = st.get(d, {})
-                rate = _rate(s.get("rerolled", 0), s.get("groups", 0))
-                reroll[d].append(np.nan if rate is None else rate)
-                tot_r += s.get("rerolled", 0)
-                tot_k += s.get("kept", 0)
-            kr = _rate(tot_k, tot_r)
-            keep_rate.append(np.nan if kr is None else kr)
-        for d in names:
-            if np.isfinite(np.asarray(reroll[d], dtype=float)).any():
-                ax.plot(steps, reroll[d], color=colour[d], lw=1.2, label=f"{d}: rerolled / groups")
-        ax.plot(steps, keep_rate, color="black", lw=2, ls="--", label="all: kept / rerolled")
-        ax.set_ylim(-0.02, 1.05)
-        ax.set_title("hint guidance per step")
-        ax.set_xlabel("step")
-        ax.set_ylabel("rate")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-
-    xs_all = [max(r["step"], 0) for r in run.metrics] + [r["step"] for r in cur] or [0]
+    fig.suptitle(f"{run.config.get('name') or run.run_dir.name} — {run.status}", fontsize=13)
+    xs_all = [max(r["step"], 0) for r in run.metrics] + [r["step"] for r in run.curriculum] or [0]
     lo, hi = min(xs_all), max(xs_all)
-    for ax in axes.values():
+    for ax, draw in zip(axes[:, 0], panels.values()):
+        draw(ax, run, colour)
+        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.set_xlim(lo - 0.5, max(hi, lo + 1) + 0.5)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _points(rows: list[dict], x_of, key: str) -> list[tuple[float, float]]:
+    pts = [(x_of(r), _num(r.get(key))) for r in rows]
+    return [(x, y) for x, y in pts if y is not None]
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def _plot_probs(ax, run: RunData, colour) -> None:
+    cur, names = run.curriculum, run.distributions
+    if cur:
+        ys = [[_num(((r.get("distributions") or {}).get(d) or {}).get("prob")) or 0.0 for r in cur] for d in names]
+        ax.stackplot([r["step"] for r in cur], *ys, labels=names, colors=[colour[d] for d in names], alpha=0.85)
+        ax.set_ylim(0, 1)
+    else:
+        _empty(ax, "no curriculum records")
+    ax.set_title(f"sampling probability per distribution (sampler: {config_brief(run)['sampler']})")
+    ax.set_ylabel("probability")
+
+
+def _plot_eval(ax, run: RunData, colour) -> None:
+    evs = eval_rows(run)
+    x_of = lambda r: max(r["step"], 0)  # noqa: E731 — the evaluation before RL is drawn at step 0
+    for d in run.distributions:
+        if pts := _points(evs, x_of, f"eval/accuracy/{d}"):
+            ax.plot(*zip(*pts), marker="o", ms=4, color=colour[d], label=d)
+    if pts := _points(evs, x_of, "eval/accuracy_mean"):
+        ax.plot(*zip(*pts), color="black", lw=2, ls="--", marker="s", ms=4, label="mean")
+    if any(r["step"] < 0 for r in evs):
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.annotate("before RL", (0, 1.0), xytext=(3, -12), textcoords="offset points", fontsize=8, color="grey")
+    if evs:
+        ax.set_ylim(-0.02, 1.05)
+    else:
+        _empty(ax, "no evaluations")
+    ax.set_title("eval accuracy per distribution (the evaluation before RL is drawn at step 0)")
+    ax.set_ylabel("accuracy")
+
+
+def _plot_reward(ax, run: RunData, colour) -> None:
+    import numpy as np
+
+    train = [r for r in run.metrics if r["step"] >= 0]
+    step_of = lambda r: r["step"]  # noqa: E731
+    for d in run.distributions:
+        if pts := _points(train, step_of, f"reward/{d}"):
+            ax.plot(*zip(*pts), color=colour[d], lw=1, alpha=0.7, label=d)
+    if pts := _points(train, step_of, "reward/mean"):
+        x, y = map(np.asarray, zip(*pts))
+        k = max(1, min(10, len(y) // 10))
+        ax.plot(x, y, color="black", lw=1 if k > 1 else 2, alpha=0.35 if k > 1 else 1,
+                label=None if k > 1 else "mean")
+        if k > 1:
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color="black", lw=2,
+                    label=f"mean (moving avg {k})")
+    if not train:
+        _empty(ax, "no training steps")
+    ax.set_title("train reward")
+    ax.set_ylabel("reward")
+
+
+def _plot_budget(ax, run: RunData, colour) -> None:
+    import numpy as np
+
+    names, steps, default, per = run.distributions, [], [], {d: [] for d in run.distributions}
+    for r in run.curriculum:
+        dv, pv = _budget_values(r.get("budget"))
+        steps.append(r["step"])
+        default.append(np.nan if dv is None else dv)
+        for d in names:
+            per[d].append(pv.get(d, np.nan))
+    ax.plot(steps, default, color="black", lw=2, label="default")
+    for d in names:
+        arr = np.asarray(per[d], dtype=float)
+        if np.isfinite(arr).any() and not np.allclose(arr, np.asarray(default, dtype=float), equal_nan=True):
+            ax.plot(steps, arr, color=colour[d], lw=1.2, ls="--", label=d)
+    ax.set_title("token budget (distributions not drawn follow the default)")
+    ax.set_ylabel("tokens")
+
+
+def _plot_hints(ax, run: RunData, colour) -> None:
+    import numpy as np
+
+    names, steps, keep_rate = run.distributions, [], []
+    reroll = {d: [] for d in names}
+    for r in run.curriculum:
+        st = _hint_stats(r.get("hints"), names, "step")
+        steps.append(r["step"])
+        tot_r = tot_k = 0.0
+        for d in names:
+            s = st.get(d, {})
+            rate = _rate(s.get("rerolled", 0), s.get("groups", 0))
+            reroll[d].append(np.nan if rate is None else rate)
+            tot_r += s.get("rerolled", 0)
+            tot_k += s.get("kept", 0)
+        kr = _rate(tot_k, tot_r)
+        keep_rate.append(np.nan if kr is None else kr)
+    for d in names:
+        if np.isfinite(np.asarray(reroll[d], dtype=float)).any():
+            ax.plot(steps, reroll[d], color=colour[d], lw=1.2, label=f"{d}: rerolled / groups")
+    ax.plot(steps, keep_rate, color="black", lw=2, ls="--", label="all: kept / rerolled")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title("hint guidance per step")
+    ax.set_ylabel("rate")
 
 
 # ---------------------------------------------------------------- CLI

@@ -4,17 +4,16 @@
  2 rollout  RolloutWorker actors generate n answers per prompt
  3 score    reward functions -> ScoredGroups
  4 guide    all-failed groups are re-rolled with a hint (Guide-GRPO), kept if mixed
- 5 filter   optional DAPO dynamic sampling
- 6 advant.  group-relative advantages (pure functions)
+ 5 filter   optional DAPO dynamic sampling: drop zero-variance groups, refill rounds repeat 1-5
+ 6 advant.  group-relative advantages (pure functions); optional D3S answer down-sampling
  7 observe  the curriculum updates its statistics
- 8 learn    LearnerWorker: old/ref logprobs, clipped loss, optimizer step
+ 8 learn    LearnerGroup: old/ref logprobs, clipped loss, optimizer step
  9 sync     learner weights -> every rollout worker
 10 record   metrics.jsonl, curriculum.jsonl, TensorBoard, checkpoints
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -28,14 +27,15 @@ from rlcurr.checkpoint import (STATE_FILE, find_latest_checkpoint, load_state, r
                                set_rng_state, truncate_jsonl)
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
-from rlcurr.curriculum.filters import dapo_filter
+from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
 from rlcurr.errors import UserError
+from rlcurr.learner.group import LearnerGroup
 from rlcurr.learner.models import load_tokenizer
 from rlcurr.learner.prepare import prepare_model
-from rlcurr.learner.worker import LearnerWorker
 from rlcurr.logging import RunLogger
 from rlcurr.prompting import format_env_prompt, has_chat_template
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
+from rlcurr.rollout.pool import RolloutPool, placement
 from rlcurr.rollout.worker import RolloutWorker
 from rlcurr.types import BatchPlan, GenRequest, PlannedPrompt, Prompt, ScoredGroup, TrainSample
 from rlcurr import metrics as M
@@ -77,15 +77,24 @@ class Trainer:
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
-        r, c = self.cfg.rollout, self.cfg
-        self.rollout_workers = [
-            RolloutWorker.remote(r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i,
-                                 gpu_memory_utilization=r.gpu_memory_utilization,
-                                 tensor_parallel_size=r.tensor_parallel_size)
-            for i in range(r.num_workers)]
-        self.learner = LearnerWorker.remote(str(self.model_dir), c.learner, c.algo, c.trainer.steps,
-                                            dtype=c.model.dtype, lora_cfg=c.model.lora, seed=c.seed)
-        ray.get([w.ping.remote() for w in self.rollout_workers])
+        r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
+        # GPU clusters: rollout and learner workers on separate GPUs (or shared, colocated); CPU: no-op
+        self.placement = placement(r.num_workers, c.learner.num_workers, colocate=res.colocate,
+                                   gpus_per_rollout_worker=res.gpus_per_rollout_worker or r.tensor_parallel_size,
+                                   gpus_per_learner_worker=res.gpus_per_learner_worker,
+                                   tensor_parallel_size=r.tensor_parallel_size)
+
+        def rollout_worker(i: int):  # also called by the pool to replace a worker that died
+            return RolloutWorker.options(**self.placement.rollout[i]).remote(
+                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i,
+                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
+                sleep_mode=res.colocate)
+
+        self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)
+            str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
+            seed=c.seed, actor_options=self.placement.learner)
+        self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
+                                        colocate=res.colocate, log=self.log)
         if first > 0:
             self._restore(first - 1)
         if first > 0 or c.model.lora is not None:  # rollouts start from the learner's (merged) weights
@@ -120,7 +129,7 @@ class Trainer:
 
     def save(self, t: int) -> None:
         def write(tmp: Path) -> None:
-            ray.get(self.learner.save_checkpoint.remote(str(tmp)))
+            self.learner.save_checkpoint(str(tmp))
             save_state(tmp / STATE_FILE, {"step": t, "curriculum": self.controller.state_dict(), "rng": rng_state()})
 
         save_checkpoint(self.run_dir, t, write, self.cfg.trainer.keep_checkpoints)
@@ -143,7 +152,7 @@ class Trainer:
 
     def _restore(self, step: int) -> None:
         state = load_state(self._resume_ckpt / STATE_FILE)
-        ray.get(self.learner.load_checkpoint.remote(str(self._resume_ckpt)))
+        self.learner.load_checkpoint(str(self._resume_ckpt))
         self.controller.load_state_dict(state["curriculum"])
         set_rng_state(state["rng"])
 
@@ -151,47 +160,109 @@ class Trainer:
 
     def step(self, t: int) -> dict:
         timer = M.PhaseTimer()
-        with timer("plan"):
-            plan = self.controller.plan(t)                                   # 1 plan
-        with timer("rollout"):
-            rolled = self.rollout(plan)                                      # 2 rollout
-        with timer("reward"):
-            groups = self.score(t, rolled)                                   # 3 score
-        self.set_advantages(groups)
-        self.controller.observe(t, groups)  # 7 observe: before guide/filter, so that all-failed and
-        #                                     zero-variance groups (|A| = 0) still count for the sampler
-        with timer("guide"):
-            groups = self.guide(t, plan, groups)                             # 4 guide
-        groups, dropped = self.filter(groups)                                # 5 filter
-        self.set_advantages(groups)                                          # 6 advantages
-        with timer("learn"):
-            learn = ray.get(self.learner.train_step.remote(to_train_samples(groups), t))  # 8 learn
+        # 1 plan, 2 rollout, 3 score, 4 guide, 5 filter: one round, or DAPO refill rounds (collect)
+        groups, generated, round_stats = self.collect(t, timer)
+        self.controller.observe(t, generated)  # 7 observe, once per step: every on-policy group of every
+        #   round, before guide/filter replaced or dropped any, so that all-failed and zero-variance
+        #   groups (|A| = 0) still count for the sampler
+        self.set_advantages(groups)                                          # 6 advantages (hinted re-rolls)
+        metrics = {"step": t, **M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats}
+        groups, token_keep_frac, d3s_stats = self.downsample(t, groups)      # 6 D3S: fewer answers/tokens
+        with timer("learn"):                                                 # 8 learn
+            self.rollout_pool.sleep()  # colocated mode only: vLLM frees the GPU for the learner
+            learn = self.learner.train_step(to_train_samples(groups), t, token_keep_frac=token_keep_frac)
         with timer("sync"):
+            self.rollout_pool.wake_up()
             self.sync()                                                      # 9 sync
-        metrics = {"step": t, **M.rollout_metrics(groups, dropped), **learn, **timer.as_metrics()}
+        metrics.update({**d3s_stats, **learn, **timer.as_metrics(), "rollout/restarts": self.rollout_pool.restarts})
         metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
         if self.should_eval(t):
             metrics.update(self.evaluate())
-        self.logger.record(t, metrics, self.controller.record(t))            # 10 record
+        row = self.controller.record(t)
+        if row["d3s"] is not None:
+            row["d3s"].update(answers_kept_frac=d3s_stats["d3s/answers_kept_frac"],
+                              tokens_kept_frac=learn.get("d3s/tokens_kept_frac"))
+        self.logger.record(t, metrics, row)                                  # 10 record
         return metrics
+
+    def collect(self, t: int, timer: M.PhaseTimer) -> tuple[list[ScoredGroup], list[ScoredGroup], dict]:
+        """Steps 1-5 in generation rounds; returns (the batch, every on-policy group generated, stats).
+
+        Without dynamic sampling: one round of prompts_per_step prompts, nothing dropped. With it
+        (DAPO, METHODS 5): each round's zero-variance groups are dropped, and while fewer than
+        prompts_per_step groups are kept, a refill round plans `refill_size` more prompts; surplus
+        kept groups are cut off. Past curriculum.dynamic_sampling.max_rounds rounds the run stops
+        with DynamicSamplingExhausted (see filters.py for why not train on a part batch).
+        Guidance runs on every round (its max_rerolls is per step): a hinted re-roll with mixed
+        outcomes fills a batch slot like any mixed group, so it saves refill rounds.
+        """
+        need = self.cfg.trainer.prompts_per_step
+        batch: list[ScoredGroup] = []
+        generated: list[ScoredGroup] = []
+        dropped = rounds = 0
+        while len(batch) < need and rounds < (self.controller.max_rounds or 1):
+            k = None if rounds == 0 else refill_size(need - len(batch), len(batch), len(generated), need)
+            with timer("plan"):
+                plan = self.controller.plan(t, num_prompts=k)                # 1 plan
+            with timer("rollout"):
+                rolled = self.rollout(plan)                                  # 2 rollout
+            with timer("reward"):
+                groups = self.score(t, rolled)                               # 3 score
+            self.set_advantages(groups)  # the on-policy advantages that observe (7) reads
+            generated += groups
+            with timer("guide"):
+                groups = self.guide(t, plan, groups)                         # 4 guide
+            kept, n_dropped = self.filter(groups)                            # 5 filter
+            batch += kept
+            dropped += n_dropped
+            rounds += 1
+        if len(batch) < need:
+            raise DynamicSamplingExhausted(rounds, len(batch), need)
+        stats: dict = {"groups_dropped": dropped}
+        if self.cfg.curriculum.dynamic_sampling is not None:
+            stats.update({"filter/rounds": rounds, "filter/groups_generated": len(generated),
+                          "filter/groups_surplus": len(batch) - need})
+        return batch[:need], generated, stats
+
+    def downsample(self, t: int, groups: list[ScoredGroup]) -> tuple[list[ScoredGroup], float | None, dict]:
+        """D3S (METHODS 6) at step t's keep fractions (n, k): each group keeps its d3s_num_keep(G, n)
+        answers of maximal advantage variance; k is the learner's token keep fraction."""
+        fractions = self.controller.d3s_fractions(t)
+        if fractions is None:
+            return groups, None, {}
+        n_frac, k_frac = fractions
+        kept = d3s_subsample(groups, n_frac)
+        answers = sum(g.n for g in groups)
+        return kept, k_frac, {"d3s/n": n_frac, "d3s/k": k_frac,
+                              "d3s/answers_kept_frac": sum(g.n for g in kept) / max(answers, 1)}
 
     def set_advantages(self, groups: list[ScoredGroup]) -> None:
         for g in groups:
             if g.advantages is None:
                 g.advantages = group_advantages(self.cfg.algo.name, g.rewards)
 
+    def train_request(self, plan: BatchPlan, prompt_ids: list[int], max_tokens: int) -> GenRequest:
+        """A training rollout request; with EAD (METHODS 7) it carries step plan.step's temperature
+        per answer position. The learner scores answers at temperature 1, so EAD answers are
+        off-policy; algo.tis_cap (truncated IS, min(pi_old / pi_rollout, cap)) corrects for that."""
+        temps = self.controller.temperatures(plan.step, max_tokens)
+        return GenRequest(prompt_ids, plan.n, max_tokens, plan.temperature, plan.top_p,
+                          temperatures=None if temps is None else tuple(temps))
+
     def rollout(self, plan: BatchPlan) -> list[tuple[PlannedPrompt, list[int], list]]:
         prompt_ids = [self.encode(item.prompt) for item in plan.items]
-        requests = [GenRequest(ids, plan.n, item.max_tokens, plan.temperature, plan.top_p)
-                    for ids, item in zip(prompt_ids, plan.items)]
+        requests = [self.train_request(plan, ids, item.max_tokens) for ids, item in zip(prompt_ids, plan.items)]
         completions = self.generate(requests)
         return list(zip(plan.items, prompt_ids, completions))
 
     def generate(self, requests: list[GenRequest]) -> list[list]:
-        """Spread requests over the rollout workers in contiguous shares; results in order."""
-        shares = _split_even(requests, len(self.rollout_workers))
-        futures = [w.generate.remote(share) for w, share in zip(self.rollout_workers, shares) if share]
-        return [out for part in ray.get(futures) for out in part]
+        """Spread over the rollout workers (contiguous shares, dead workers replaced); results in order."""
+        return self.rollout_pool.generate(requests)
+
+    @property
+    def rollout_workers(self) -> list:
+        """The live RolloutWorker actors (replacements included)."""
+        return self.rollout_pool.workers
 
     def score(self, t: int, rolled, hinted: bool = False) -> list[ScoredGroup]:
         """Run the reward functions over every answer; one ScoredGroup per prompt."""
@@ -227,8 +298,7 @@ class Trainer:
             return groups
         failed = [groups[i] for i in chosen]
         hinted_ids = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
-        requests = [GenRequest(ids, plan.n, g.max_tokens, plan.temperature, plan.top_p)
-                    for ids, g in zip(hinted_ids, failed)]
+        requests = [self.train_request(plan, ids, g.max_tokens) for ids, g in zip(hinted_ids, failed)]
         rolled = [(PlannedPrompt(g.prompt, g.max_tokens), ids, comps)
                   for g, ids, comps in zip(failed, hinted_ids, self.generate(requests))]
         out = list(groups)
@@ -246,8 +316,8 @@ class Trainer:
         return kept, len(dropped)
 
     def sync(self) -> None:
-        weights = ray.put(ray.get(self.learner.named_weights.remote()))
-        ray.get([w.load_weights.remote(weights) for w in self.rollout_workers])
+        weights = ray.put(self.learner.named_weights())
+        self.rollout_pool.load_weights(weights)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -301,10 +371,5 @@ class _StopFlag:
 def to_train_samples(groups: list[ScoredGroup]) -> list[TrainSample]:
     return [TrainSample(prompt_ids=g.prompt_ids, response_ids=c.token_ids, advantage=a,
                         rollout_logprobs=c.logprobs, behaviour_prompt_ids=g.behaviour_prompt_ids,
-                        off_policy=g.off_policy)
-            for g in groups for c, a in zip(g.completions, g.advantages)]
-
-
-def _split_even(items: list, parts: int) -> list[list]:
-    size = math.ceil(len(items) / parts) if items else 0
-    return [items[i * size : (i + 1) * size] for i in range(parts)]
+                        off_policy=g.off_policy, reward=r)
+            for g in groups for c, a, r in zip(g.completions, g.advantages, g.rewards)]

@@ -24,7 +24,11 @@ class Prompt:
 
 @dataclass(frozen=True)
 class GenRequest:
-    """Generate `n` answers for one tokenised prompt."""
+    """Generate `n` answers for one tokenised prompt.
+
+    `temperatures` (EAD, METHODS 7): the temperature of each answer position, used instead of
+    `temperature` (positions past its end use its last value); HF engine only.
+    """
 
     prompt_ids: list[int]
     n: int
@@ -32,6 +36,7 @@ class GenRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    temperatures: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,4 +100,6 @@ class TrainSample:
     rollout_logprobs: list[float]
     behaviour_prompt_ids: list[int] | None = None  # hinted prompt for off-policy samples
     off_policy: bool = False
-    returns: list[float] | None = None  # PPO only
+    returns: list[float] | None = None  # PPO only: per-token GAE returns (set by the learner)
+    reward: float = 0.0  # the answer's total reward (PPO's GAE places it on the last token)
+    token_advantages: list[float] | None = None  # PPO only: per-token whitened GAE advantages (set by the learner)

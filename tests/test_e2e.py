@@ -21,9 +21,9 @@ def run(ray_session, tmp_path_factory):
         "logging.progress=false"])
     trainer = Trainer(cfg, log=lambda *_: None)
     first = trainer.start()
-    before = ray_session.get(trainer.learner.parameter_checksum.remote())
+    before = trainer.learner.parameter_checksum()
     trainer.train(first)
-    after = ray_session.get(trainer.learner.parameter_checksum.remote())
+    after = trainer.learner.parameter_checksum()
     return out, before, after
 
 

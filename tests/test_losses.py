@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlcurr.algos.losses import aggregate, kl_penalty, policy_loss, shaped_offpolicy_ratio
+from rlcurr.algos.losses import aggregate, kl_penalty, policy_loss, shaped_offpolicy_ratio, truncated_is_weights
 
 
 def test_aggregations():
@@ -79,3 +79,21 @@ def test_offpolicy_tokens_use_shaped_ratio_without_clip():
     loss, _ = policy_loss(lp, torch.zeros(2, 1), torch.tensor([1.0, 1.0]), torch.ones(2, 1), 0.2, 0.28,
                           "token-mean", offpolicy_B=torch.tensor([False, True]))
     assert loss.item() == pytest.approx(-0.89)
+
+
+def test_truncated_is_weights_scale_each_token_of_the_policy_gradient():
+    # pi_old / pi_rollout per token: 0.6/0.2 = 3 -> capped at 2;  0.3/0.6 = 0.5;  third token is padding -> 0.
+    old = torch.log(torch.tensor([[0.6, 0.3, 0.9]]))
+    rollout = torch.log(torch.tensor([[0.2, 0.6, 0.9]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w = truncated_is_weights(old, rollout, mask, cap=2.0)
+    assert w.tolist()[0] == pytest.approx([2.0, 0.5, 0.0])
+    # Current policy = old (r = 1), A = +1: per-token loss -r*A = -1, weighted [-2, -0.5];
+    # token-mean over the 2 real tokens: -1.25.  d loss / d logp_t = -w_t * r_t * A / 2 = [-1, -0.25].
+    lp = old.clone().requires_grad_(True)
+    loss, _ = policy_loss(lp, old, torch.tensor([1.0]), mask, 0.2, 0.2, "token-mean", is_weight_BT=w)
+    assert loss.item() == pytest.approx(-1.25)
+    loss.backward()
+    assert lp.grad.tolist()[0] == pytest.approx([-1.0, -0.25, 0.0])
+    # Without weights the same batch gives the plain surrogate: (-1 - 1) / 2 = -1.
+    assert policy_loss(old, old, torch.tensor([1.0]), mask, 0.2, 0.2, "token-mean")[0].item() == pytest.approx(-1.0)

@@ -45,19 +45,24 @@ def shaped_offpolicy_ratio(ratio_BT: torch.Tensor, offpolicy_mask_BT: torch.Tens
 def policy_loss(
     logprobs_BT: torch.Tensor,
     old_logprobs_BT: torch.Tensor,
-    advantages_B: torch.Tensor,
+    advantages: torch.Tensor,
     mask_BT: torch.Tensor,
     clip_low: float,
     clip_high: float,
     agg: str,
     offpolicy_B: torch.Tensor | None = None,
     norm_len: int | None = None,
+    is_weight_BT: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss  -min(r A, clip(r, 1-clip_low, 1+clip_high) A), aggregated.
 
+    `advantages` is [B] (one per answer, broadcast over its tokens: GRPO family) or [B, T]
+    (one per token: PPO's GAE).
+
+    `is_weight_BT` (detached, e.g. `truncated_is_weights`) multiplies every token's term.
     Returns the loss and token-mean statistics: clip fraction below/above, approx KL to old.
     """
-    adv_BT = advantages_B[:, None].expand_as(logprobs_BT)
+    adv_BT = advantages if advantages.dim() == 2 else advantages[:, None].expand_as(logprobs_BT)
     log_ratio_BT = logprobs_BT - old_logprobs_BT
     ratio_BT = log_ratio_BT.exp()
     unclipped_BT = ratio_BT * adv_BT
@@ -72,6 +77,8 @@ def policy_loss(
         m_on = m * (~off_BT).to(m.dtype)
     else:
         m_on = m
+    if is_weight_BT is not None:
+        loss_BT = loss_BT * is_weight_BT
     n_on = m_on.sum().clamp(min=1)
     # A token is clipped when the clipped branch is active: ratio left the range on the side that matters.
     low_BT = (ratio_BT < 1 - clip_low) & (adv_BT < 0)
@@ -82,6 +89,35 @@ def policy_loss(
         "approx_kl_old": ((-log_ratio_BT).detach() * m).sum() / m.sum().clamp(min=1),
     }
     return aggregate(loss_BT, mask_BT, agg, norm_len), stats
+
+
+def truncated_is_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Truncated importance weights min(pi_old / pi_rollout, cap) per token (METHODS 7), detached.
+
+    Corrects the mismatch between the engine that sampled (pi_rollout) and the learner's
+    recomputation of the same policy (pi_old). Only the upper side is truncated; padding gets 0.
+    """
+    log_w_BT = (old_logprobs_BT - rollout_logprobs_BT).detach()
+    return log_w_BT.exp().clamp(max=cap) * mask_BT.to(log_w_BT.dtype)
+
+
+def value_loss(values_BT: torch.Tensor, old_values_BT: torch.Tensor, returns_BT: torch.Tensor, mask_BT: torch.Tensor,
+               clip: float, agg: str, norm_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clipped value loss  0.5 max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2), aggregated.
+
+    Variant: verl's `compute_value_loss` (= OpenRLHF's ValueLoss with value_clip): the pessimistic
+    max of the clipped and unclipped errors, clipped around the values the critic gave before this
+    step's updates. Left out: unclipped / Huber variants (the clip is always on).
+    Returns the loss and the token share where the clipped branch is the larger one.
+    """
+    clipped_BT = old_values_BT + (values_BT - old_values_BT).clamp(-clip, clip)
+    err_BT = (values_BT - returns_BT).square()
+    err_clipped_BT = (clipped_BT - returns_BT).square()
+    loss_BT = 0.5 * torch.maximum(err_BT, err_clipped_BT)
+    m_BT = mask_BT.to(values_BT.dtype)
+    clip_frac = ((err_clipped_BT > err_BT).to(m_BT.dtype) * m_BT).sum().detach() / m_BT.sum().clamp(min=1)
+    return aggregate(loss_BT, mask_BT, agg, norm_len), {"value_clip_frac": clip_frac}
 
 
 def kl_penalty(logprobs_BT: torch.Tensor, ref_logprobs_BT: torch.Tensor, estimator: str) -> torch.Tensor:

@@ -3,7 +3,11 @@
 DAPO: a group whose rewards are all equal has all-zero GRPO advantages and only dilutes the
 batch; `dapo_filter` drops it and the trainer generates more prompts until the batch is full,
 for at most `curriculum.dynamic_sampling.max_rounds` rounds, then raises
-`DynamicSamplingExhausted`.
+`DynamicSamplingExhausted` (stopping the run, as verl's DAPO recipe does: training on a part
+batch would silently change the batch size, the loss scale and the step's meaning). Unlike
+verl, which generates a whole generation batch per round, a refill round asks for
+`refill_size` prompts: the groups still missing divided by the share kept so far (at most
+prompts_per_step). Surplus kept groups are cut off, keeping the batch at prompts_per_step.
 
 D3S (paper only; our reading):
 - Sample level, `d3s_select_answers`: keep the n answers of a group whose advantages have the
@@ -18,11 +22,16 @@ D3S (paper only; our reading):
   when the advantages are skewed (e.g. one success among many failures).
 - Token level, `d3s_token_mask`: keep the top ceil(k * #valid) tokens by |A_t| * H_t among the
   valid tokens of the tensor passed in (pass the whole batch for batch-level selection).
+  The trainer passes one micro-batch (the answers of one forward pass), so selection is per
+  micro-batch; with algo.micro_batch_size >= the mini-batch it is batch level.
+- `d3s_subsample` applies the sample level to whole groups; the kept answers keep the
+  advantages computed on the full group (the estimate does not change, only which answers train).
 - Schedule, `d3s_schedule`: [n, k] = (1 - p) [n_init, k_init] + p [n_final, k_final], p in [0, 1].
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -40,6 +49,14 @@ def dapo_filter(groups: list[ScoredGroup]) -> tuple[list[ScoredGroup], list[Scor
     kept = [g for g in groups if not is_zero_variance(g.rewards)]
     dropped = [g for g in groups if is_zero_variance(g.rewards)]
     return kept, dropped
+
+
+def refill_size(missing: int, kept: int, generated: int, cap: int) -> int:
+    """Prompts to plan in a refill round: enough to fill `missing` slots at the keep rate seen so
+    far (kept / generated groups this step), at most `cap`; `cap` when nothing was kept yet."""
+    if kept == 0 or generated == 0:
+        return cap
+    return max(1, min(cap, math.ceil(missing * generated / kept)))
 
 
 class DynamicSamplingExhausted(UserError):
@@ -91,6 +108,19 @@ def d3s_select_answers(advantages_G: list[float], n_keep: int) -> list[int]:
         if var > best_var + 1e-12:
             best, best_var = chosen, var
     return sorted(best)
+
+
+def d3s_subsample(groups: list[ScoredGroup], n_frac: float) -> list[ScoredGroup]:
+    """Each group cut to its d3s_num_keep(G, n_frac) answers of maximal advantage variance (the
+    groups need advantages); completions, rewards, reward parts and advantages are cut alike."""
+    out = []
+    for g in groups:
+        keep = d3s_select_answers(list(g.advantages), d3s_num_keep(g.n, n_frac))
+        out.append(dataclasses.replace(
+            g, completions=[g.completions[i] for i in keep], rewards=[g.rewards[i] for i in keep],
+            reward_parts={k: [v[i] for i in keep] for k, v in g.reward_parts.items()},
+            advantages=[g.advantages[i] for i in keep]))
+    return out
 
 
 def d3s_token_mask(

@@ -44,6 +44,7 @@ class GuidancePolicy:
         self.names = list(names)
         self.step_stats = _zeros(self.names)
         self.total_stats = _zeros(self.names)
+        self._chosen_in_step = 0  # max_rerolls is per step, and a step may have several rounds
 
     # ---- pure decisions
     def successes(self, group: ScoredGroup) -> list[bool]:
@@ -73,14 +74,16 @@ class GuidancePolicy:
     # ---- per-step bookkeeping
     def begin_step(self) -> None:
         self.step_stats = _zeros(self.names)
+        self._chosen_in_step = 0
 
     def _count(self, dist: str, key: str) -> None:
         for stats in (self.step_stats, self.total_stats):
             stats.setdefault(dist, {c: 0 for c in COUNTERS})[key] += 1
 
     def select(self, groups: list[ScoredGroup]) -> list[int]:
-        """Indices of the groups to re-roll with a hint, in order, at most `max_rerolls`.
-        Call once per step with the step's on-policy groups (it counts them)."""
+        """Indices of the groups to re-roll with a hint, in order; at most `max_rerolls` per step
+        over all calls since `begin_step` (dynamic sampling calls it once per generation round,
+        with that round's on-policy groups; it counts them)."""
         chosen: list[int] = []
         for i, g in enumerate(groups):
             if g.off_policy:
@@ -92,10 +95,11 @@ class GuidancePolicy:
             self._count(dist, "failed")
             if g.prompt.hint is None:
                 self._count(dist, "skipped_no_hint")
-            elif self.cfg.max_rerolls is not None and len(chosen) >= self.cfg.max_rerolls:
+            elif self.cfg.max_rerolls is not None and self._chosen_in_step + len(chosen) >= self.cfg.max_rerolls:
                 self._count(dist, "skipped_cap")
             else:
                 chosen.append(i)
+        self._chosen_in_step += len(chosen)
         return chosen
 
     def record(self, rerolled: ScoredGroup) -> bool:

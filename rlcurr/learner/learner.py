@@ -8,20 +8,36 @@
      accumulated over micro-batches of `micro_batch_size` answers (losses weighted so the sum
      equals the loss of the whole mini-batch);
   4. gradient clipping and AdamW; the LR for trainer step t is base_lr * schedule(t).
+PPO (algo.name: ppo) adds a `Critic` (rlcurr.learner.critic): between 2 and 3 its values V_old
+give per-token GAE advantages (whitened over the batch) and returns, which replace the trainer's
+group advantages; after 4 the critic takes its own `epochs` x `mini_batches` steps; during
+`critic_warmup` steps 3-4 are skipped.
 Plain class, no Ray: `rlcurr.learner.worker.LearnerWorker` is the actor shell around it.
+
+Data parallel (inside a torch.distributed process group, see `rlcurr.learner.group`): every rank
+gets ALL samples and the same seed, so all ranks shuffle identically and agree on each
+mini-batch and its denominators (tokens or answers, Dr.GRPO's longest answer). Each rank computes
+old/ref logprobs for a contiguous shard of the batch (then all-gathered) and the gradient of a
+contiguous shard of each mini-batch, weighted by the global denominator; the gradients are
+summed across ranks, so clipping and AdamW see the single learner's gradient on every rank.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from contextlib import nullcontext
 
 import torch
 
-from rlcurr.algos.losses import aggregate, entropy_from_logits, kl_penalty, policy_loss
+from rlcurr.algos.advantages import explained_variance, gae_BT, last_token_rewards, masked_whiten
+from rlcurr.algos.losses import aggregate, entropy_from_logits, kl_penalty, policy_loss, truncated_is_weights
 from rlcurr.algos.schedules import lr_multiplier
+from rlcurr.curriculum.filters import d3s_token_mask
 from rlcurr.learner.batching import pad_lists, response_logits, response_mask, token_logprobs
+from rlcurr.learner.dataparallel import (dist_rank_world, mean_of, minibatches, shard, sum_across_ranks,
+                                         sum_grads, weighted_micro_batches)
 from rlcurr.learner.models import apply_lora, load_causal_lm, load_tokenizer
 from rlcurr.types import TrainSample
 
@@ -48,6 +64,12 @@ class Learner:
         self.optimizer = torch.optim.AdamW(params, lr=learner_cfg.lr, betas=tuple(learner_cfg.betas),
                                            weight_decay=learner_cfg.weight_decay)
         self.rng = random.Random(seed)
+        self.critic = None
+        if algo_cfg.name == "ppo":
+            from rlcurr.learner.critic import Critic  # here, not at the top: critic.py imports this module
+
+            self.critic = Critic(model_path, learner_cfg, algo_cfg, self.pad_id, dtype=dtype, device=self.device,
+                                 seed=seed)
 
     # ------------------------------------------------------------------ logprobs
 
@@ -81,64 +103,92 @@ class Learner:
             group["lr"] = lr
         return lr
 
-    def train_step(self, samples: list[TrainSample], step: int) -> dict[str, float]:
+    def train_step(self, samples: list[TrainSample], step: int, token_keep_frac: float | None = None) -> dict[str, float]:
+        """One trainer step's update. `token_keep_frac` (D3S token level, METHODS 6): the policy
+        loss of each micro-batch keeps only its top ceil(k * tokens) tokens by |A| * H (entropy of
+        the current policy at temperature 1); entropy bonus and KL still cover every token."""
         samples = [s for s in samples if s.response_ids]
         if not samples:
             return {}
         lr = self.set_lr(step)
-        old = self.logprobs(samples, behaviour=True)
-        ref = self.logprobs(samples, reference=True) if self.algo.kl_coef > 0 else None
+        old = self.sharded_logprobs(samples, behaviour=True)
+        ref = self.sharded_logprobs(samples, reference=True) if self.algo.kl_coef > 0 else None
         norm_len = max(len(s.response_ids) for s in samples)  # Dr.GRPO's constant: longest answer
+        ppo_metrics: dict[str, float] = {}
+        if self.critic is not None:  # PPO: per-token GAE advantages and returns from the critic
+            samples, old_values, ppo_metrics = self.gae_samples(samples)
         self.model.train()
-        sums: dict[str, float] = {}
-        n_updates = 0
-        for _ in range(self.algo.epochs):
-            order = list(range(len(samples)))
-            self.rng.shuffle(order)
-            for mb in _split(order, self.algo.mini_batches):
-                stats = self._optimizer_step(samples, mb, old, ref, norm_len)
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_updates += 1
-        metrics = {k: v / n_updates for k, v in sums.items()}
+        # PPO's critic warm-up: the first `critic_warmup` steps train only the critic.
+        policy_epochs = 0 if self.critic is not None and step < self.algo.critic_warmup else self.algo.epochs
+        metrics = mean_of([self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac)
+                           for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)])
         metrics["lr"] = lr
         metrics.update(logprob_parity(samples, old))
+        if self.algo.tis_cap is not None:
+            metrics.update(tis_metrics(samples, old, self.algo.tis_cap))
+        if self.critic is not None:
+            self.critic.set_lr(lr / self.cfg.lr)  # the policy's schedule
+            metrics.update(ppo_metrics)
+            metrics.update(self.critic.train_step(samples, old_values, norm_len))
         return metrics
 
-    def _optimizer_step(self, samples, indices, old, ref, norm_len) -> dict[str, float]:
+    def gae_samples(self, samples: list[TrainSample]) -> tuple[list[TrainSample], list[list[float]], dict[str, float]]:
+        """PPO: the critic's V_old per token, GAE from each answer's outcome reward, advantages
+        whitened over the whole batch (all ranks see all samples). Returns the samples with
+        `token_advantages` and `returns` set, V_old, and metrics."""
+        old_values = self.critic.values(samples)
+        T = max(len(s.response_ids) for s in samples)
+        mask_BT = response_mask([len(s.response_ids) for s in samples], T)
+        values_BT = pad_lists(old_values, T)
+        rewards_BT = last_token_rewards(torch.tensor([s.reward for s in samples], dtype=torch.float32), mask_BT)
+        adv_BT, returns_BT = gae_BT(rewards_BT, values_BT, mask_BT, self.algo.gamma, self.algo.lam)
+        white_BT = masked_whiten(adv_BT, mask_BT)
+        out = [dataclasses.replace(s, token_advantages=white_BT[b, : len(s.response_ids)].tolist(),
+                                   returns=returns_BT[b, : len(s.response_ids)].tolist())
+               for b, s in enumerate(samples)]
+        n = mask_BT.sum()
+        metrics = {"ppo/adv_mean": float((adv_BT * mask_BT).sum() / n),  # before whitening
+                   "ppo/return_mean": float((returns_BT * mask_BT).sum() / n),
+                   "critic/value_mean": float((values_BT * mask_BT).sum() / n),
+                   "critic/explained_variance": explained_variance(values_BT, returns_BT, mask_BT)}
+        return out, old_values, metrics
+
+    def _optimizer_step(self, samples, indices, old, ref, norm_len, token_keep_frac=None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        total_tokens = sum(len(samples[i].response_ids) for i in indices)
         totals: dict[str, float] = {}
-        for micro in _chunks(indices, self.algo.micro_batch_size):
+        for micro, weight in weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg):
             part = [samples[i] for i in micro]
-            # weight = this micro-batch's share of the mini-batch's denominator, so that the
-            # accumulated gradient equals that of the mini-batch loss.
-            if self.algo.loss_agg == "token-mean":
-                weight = sum(len(s.response_ids) for s in part) / total_tokens
-            else:
-                weight = len(part) / len(indices)
-            loss, stats = self._micro_loss(part, [old[i] for i in micro], [ref[i] for i in micro] if ref else None, norm_len)
+            loss, stats = self._micro_loss(part, [old[i] for i in micro], [ref[i] for i in micro] if ref else None, norm_len,
+                                           token_keep_frac)
             (loss * weight).backward()
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * weight
-        self.allreduce_grads()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        sum_grads(params)
+        totals = sum_across_ranks(totals)  # each rank holds its shard's weighted share
         totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         self.optimizer.step()
         return totals
 
-    def allreduce_grads(self) -> None:
-        """Average gradients across data-parallel learners (no-op for a single learner)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        world = torch.distributed.get_world_size()
+    def sharded_logprobs(self, samples: list[TrainSample], **kwargs) -> list[list[float]]:
+        """`logprobs` of all samples, each rank computing a contiguous shard, then all-gathered."""
+        rank, world = dist_rank_world()
+        if world == 1:
+            return self.logprobs(samples, **kwargs)
+        bounds = shard(list(range(len(samples))), rank, world)
+        mine = self.logprobs([samples[i] for i in bounds], **kwargs) if bounds else []
+        parts: list = [None] * world
+        torch.distributed.all_gather_object(parts, mine)
+        return [lp for part in parts for lp in part]
+
+    @torch.no_grad()
+    def broadcast_parameters(self) -> None:
+        """Start every rank from rank 0's weights (guards against any nondeterministic init)."""
         for p in self.model.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= world
+            torch.distributed.broadcast(p.data, src=0)
 
     def _micro_loss(self, part: list[TrainSample], old: list[list[float]], ref: list[list[float]] | None,
-                    norm_len: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    norm_len: int, token_keep_frac: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev = self.device
         responses = [s.response_ids for s in part]
         logits_BTV = response_logits(self.model, [s.prompt_ids for s in part], responses, self.pad_id)
@@ -146,12 +196,24 @@ class Learner:
         logprobs_BT = token_logprobs(logits_BTV, responses, self.pad_id)
         mask_BT = response_mask([len(r) for r in responses], T).to(dev)
         old_BT = pad_lists(old, T).to(dev)
-        adv_B = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=dev)
+        if part[0].token_advantages is not None:  # PPO: per-token GAE advantages, [B, T]
+            adv = pad_lists([s.token_advantages for s in part], T).to(dev)
+        else:  # GRPO family: one per answer, [B]
+            adv = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=dev)
         off_B = torch.tensor([s.off_policy for s in part], dtype=torch.bool, device=dev)
         a = self.algo
-        pg_loss, stats = policy_loss(logprobs_BT, old_BT, adv_B, mask_BT, a.clip_low, a.clip_high, a.loss_agg,
-                                     offpolicy_B=off_B, norm_len=norm_len)
+        is_weight_BT = None
+        if a.tis_cap is not None:
+            rollout_BT = pad_lists(rollout_rows(part, old), T).to(dev)
+            is_weight_BT = truncated_is_weights(old_BT, rollout_BT, mask_BT, a.tis_cap)
         entropy_BT = entropy_from_logits(logits_BTV.detach() if a.entropy_coef == 0 else logits_BTV)
+        pg_mask_BT = mask_BT
+        if token_keep_frac is not None and token_keep_frac < 1:  # D3S: only the top |A| * H tokens
+            pg_mask_BT = d3s_token_mask(adv, entropy_BT, mask_BT, token_keep_frac)
+        pg_loss, stats = policy_loss(logprobs_BT, old_BT, adv, pg_mask_BT, a.clip_low, a.clip_high, a.loss_agg,
+                                     offpolicy_B=off_B, norm_len=norm_len, is_weight_BT=is_weight_BT)
+        if token_keep_frac is not None:
+            stats["d3s/tokens_kept_frac"] = pg_mask_BT.sum() / mask_BT.sum().clamp(min=1)
         entropy = aggregate(entropy_BT, mask_BT, a.loss_agg, norm_len)
         loss = pg_loss - a.entropy_coef * entropy
         stats = {**stats, "policy_loss": pg_loss.detach(), "entropy": entropy.detach()}
@@ -174,10 +236,13 @@ class Learner:
         return [(k, v.detach().to("cpu", copy=True)) for k, v in state.items()]
 
     def save_checkpoint(self, path: str) -> None:
-        """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir."""
+        """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir
+        (and for PPO the critic: weights, optimizer, RNG in critic.pt)."""
         trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict(),
                     "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state()}, f"{path}/learner.pt")
+        if self.critic is not None:
+            torch.save(self.critic.state_dict(), f"{path}/critic.pt")
         self.save_pretrained(f"{path}/model")
 
     def load_checkpoint(self, path: str) -> None:
@@ -192,6 +257,8 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+        if self.critic is not None:
+            self.critic.load_state_dict(torch.load(f"{path}/critic.pt", weights_only=False))
 
     def save_pretrained(self, path: str) -> None:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
@@ -208,16 +275,18 @@ def logprob_parity(samples: list[TrainSample], learner_logprobs: list[list[float
     return {"rollout/logprob_abs_diff_mean": sum(diffs) / len(diffs), "rollout/logprob_abs_diff_max": max(diffs)}
 
 
-def _split(items: list[int], parts: int) -> list[list[int]]:
-    parts = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for p in range(parts):
-        end = start + size + (1 if p < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out
+def rollout_rows(samples: list[TrainSample], old: list[list[float]]) -> list[list[float]]:
+    """Engine logprobs per answer; an answer without them (or with a mismatched count) uses its
+    old logprobs instead, i.e. importance weight 1."""
+    return [s.rollout_logprobs if len(s.rollout_logprobs) == len(s.response_ids) else o
+            for s, o in zip(samples, old)]
 
 
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def tis_metrics(samples: list[TrainSample], old: list[list[float]], cap: float) -> dict[str, float]:
+    """Token-mean of the truncated IS weights over the whole batch, and the share that hit the cap.
+    (Weights depend only on old and engine logprobs, so they are fixed for the whole step.)"""
+    T = max(len(s.response_ids) for s in samples)
+    mask_BT = response_mask([len(s.response_ids) for s in samples], T)
+    w_BT = truncated_is_weights(pad_lists(old, T), pad_lists(rollout_rows(samples, old), T), mask_BT, cap)
+    n = mask_BT.sum()
+    return {"tis/weight_mean": float(w_BT.sum() / n), "tis/clipped_frac": float(((w_BT >= cap) * mask_BT).sum() / n)}

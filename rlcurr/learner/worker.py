@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import ray
 import torch
@@ -17,8 +18,21 @@ class LearnerWorker:
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.learner = Learner(*args, **kwargs)
 
-    def train_step(self, samples: list[TrainSample], step: int) -> dict[str, float]:
-        return self.learner.train_step(samples, step)
+    def rendezvous_address(self) -> tuple[str, int]:
+        """This node's IP and a port free right now (rank 0 hosts the process group's store)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def init_process_group(self, rank: int, world: int, addr: str, port: int) -> None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank,
+                                             world_size=world)
+        self.learner.broadcast_parameters()
+
+    def train_step(self, samples: list[TrainSample], step: int, **kwargs) -> dict[str, float]:
+        return self.learner.train_step(samples, step, **kwargs)
 
     def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         return self.learner.logprobs(samples)

@@ -17,3 +17,11 @@ class Engine(Protocol):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the model's weights (full HF checkpoint names and shapes)."""
         ...
+
+    def sleep(self) -> None:
+        """Colocated mode: free accelerator memory until `wake_up` (weights may be kept on CPU)."""
+        ...
+
+    def wake_up(self) -> None:
+        """Undo `sleep`; the next call may be `load_weights` or `generate`."""
+        ...

@@ -15,17 +15,20 @@ from rlcurr.learner.models import load_causal_lm, load_tokenizer
 from rlcurr.types import Completion, GenRequest
 
 
-def sample_next(logits_BV: torch.Tensor, temperature: float, top_p: float,
+def sample_next(logits_BV: torch.Tensor, temperature: float | torch.Tensor, top_p: float,
                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row; return (tokens_B, logprobs_B) under the sampling distribution.
 
-    temperature 0 is greedy, and its logprob is that of the untempered distribution.
+    `temperature` is one number or one per row (temp_B, for EAD's per-position schedule). A row
+    at temperature 0 is greedy, and its logprob is that of the untempered distribution.
     """
-    if temperature == 0:
-        logprobs_BV = torch.log_softmax(logits_BV.float(), dim=-1)
-        tokens_B = logprobs_BV.argmax(dim=-1)
-        return tokens_B, logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
-    logprobs_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
+    temp_B = torch.as_tensor(temperature, dtype=torch.float32, device=logits_BV.device).expand(logits_BV.shape[0])
+    greedy_B = temp_B == 0
+    if greedy_B.all():  # no draw: the generator's state stays as it was
+        untempered_BV = torch.log_softmax(logits_BV.float(), dim=-1)
+        tokens_B = untempered_BV.argmax(dim=-1)
+        return tokens_B, untempered_BV.gather(1, tokens_B[:, None])[:, 0]
+    logprobs_BV = torch.log_softmax(logits_BV.float() / temp_B.clamp(min=1e-6)[:, None], dim=-1)
     if top_p < 1.0:
         sorted_lp, order = logprobs_BV.sort(dim=-1, descending=True)
         cum = sorted_lp.exp().cumsum(dim=-1)
@@ -33,7 +36,25 @@ def sample_next(logits_BV: torch.Tensor, temperature: float, top_p: float,
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         logprobs_BV = torch.log_softmax(logprobs_BV.masked_fill(drop, float("-inf")), dim=-1)
     tokens_B = torch.multinomial(logprobs_BV.exp(), 1, generator=generator)[:, 0]
-    return tokens_B, logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
+    logprobs_B = logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
+    if greedy_B.any():
+        untempered_BV = torch.log_softmax(logits_BV.float(), dim=-1)
+        argmax_B = untempered_BV.argmax(dim=-1)
+        tokens_B = torch.where(greedy_B, argmax_B, tokens_B)
+        logprobs_B = torch.where(greedy_B, untempered_BV.gather(1, argmax_B[:, None])[:, 0], logprobs_B)
+    return tokens_B, logprobs_B
+
+
+def temperature_table(reqs: list[GenRequest], steps: int) -> torch.Tensor:
+    """temp_BT: the temperature of every row at every decode step (EAD schedule, else constant)."""
+    table = torch.empty(len(reqs), steps)
+    for b, r in enumerate(reqs):
+        if r.temperatures:
+            temps = list(r.temperatures[:steps])
+            table[b] = torch.tensor(temps + [temps[-1]] * (steps - len(temps)))
+        else:
+            table[b] = r.temperature
+    return table
 
 
 class HFEngine:
@@ -52,6 +73,12 @@ class HFEngine:
             raise ValueError(f"weights missing for {sorted(missing)[:5]}")
         self.model.load_state_dict(state, strict=False)
 
+    def sleep(self) -> None:
+        """Nothing to free: the transformers engine is for CPU runs, never colocated."""
+
+    def wake_up(self) -> None:
+        pass
+
     def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
         rows = [(i, req) for i, req in enumerate(requests) for _ in range(req.n)]
         out: list[list[Completion]] = [[] for _ in requests]
@@ -63,8 +90,9 @@ class HFEngine:
 
     @torch.no_grad()
     def _generate_rows(self, reqs: list[GenRequest]) -> list[Completion]:
-        # Temperature/top-p differ only between calls in practice (train vs eval); one per batch.
-        temperature, top_p = reqs[0].temperature, reqs[0].top_p
+        # top-p differs only between calls in practice (train vs eval): one per batch. Temperatures
+        # are per row and decode step (EAD).
+        top_p = reqs[0].top_p
         B = len(reqs)
         P = max(len(r.prompt_ids) for r in reqs)
         input_ids_BP = torch.full((B, P), self.pad_id, dtype=torch.long)
@@ -73,6 +101,7 @@ class HFEngine:
             input_ids_BP[b, P - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
             mask_BP[b, P - len(r.prompt_ids):] = 1
         max_new_B = torch.tensor([r.max_tokens for r in reqs])
+        temp_BT = temperature_table(reqs, int(max_new_B.max()))
         if reqs[0].seed is not None:
             self.generator.manual_seed(reqs[0].seed)
 
@@ -83,7 +112,7 @@ class HFEngine:
         past, next_pos_B = out.past_key_values, position_BP[:, -1] + 1
         logits_BV = out.logits[:, -1]
         for t in range(int(max_new_B.max())):
-            tok_B, lp_B = sample_next(logits_BV, temperature, top_p, self.generator)
+            tok_B, lp_B = sample_next(logits_BV, temp_BT[:, t], top_p, self.generator)
             tok_B = torch.where(done_B, torch.full_like(tok_B, self.pad_id), tok_B)
             tokens.append(tok_B)
             logprobs.append(lp_B)

@@ -23,6 +23,27 @@ Choices:
   models we add `lm_head.weight` = the new embeddings when the caller left it out.
 On CPU `gpu_memory_utilization` is the share of RAM reserved for the KV cache; keep it low.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (spawned workers).
+
+GPU only (written against vLLM 0.32's documented API, not run here: no GPU in CI):
+- tensor_parallel_size > 1 uses vLLM's multiprocessing executor (`distributed_executor_backend=
+  "mp"`) over the GPUs Ray gave the RolloutWorker actor, so a tp engine fits one Ray bundle.
+- Colocated mode (`sleep_mode=True`): `LLM(enable_sleep_mode=True)`; `sleep()` = `llm.sleep(
+  level=1)` (weights offloaded to CPU RAM, KV cache dropped), `wake_up()` = `llm.wake_up()`.
+  vLLM's CPU platform refuses sleep mode ("Sleep mode is not supported on current platform"),
+  so `RolloutPool`/`placement` reject `resources.colocate` on a cluster without GPUs.
+- NCCL weight transfer (vLLM's weight-transfer engine, docs/training/weight_transfer): the
+  engine is built with `weight_transfer_config=WeightTransferConfig(backend="nccl")` when CUDA
+  is present, and `weight_transfer(method, payload)` forwards the four phases
+  (init_weight_transfer_engine, start_weight_update, update_weights, finish_weight_update) to
+  vLLM's workers via `collective_rpc`. The learner side is `nccl_weight_sender` below: vLLM's
+  `NCCLTrainerWeightTransferEngine` (rank 0 broadcasts every parameter, packed) with
+  `RolloutWorkersClient` as its control plane; rollout worker k joins at ranks 1 + k*tp ...
+  What is NOT wired yet: the learner actor does not build the sender and `Trainer.sync` always
+  uses the object-store path (`named_weights` -> `load_weights` -> reload_weights), which also
+  works on GPUs and across nodes, only slower. Wiring it needs, in LearnerWorker, `self.sender =
+  nccl_weight_sender(model, rollout_handles, ...)` once and `self.sender.send_weights()` per
+  step; and, after a rollout-worker restart, a new NCCL group (groups are fixed-membership), so
+  the pool's replacement path keeps using the object-store weights.
 """
 
 from __future__ import annotations
@@ -40,16 +61,24 @@ from rlcurr.types import Completion, GenRequest
 class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0,
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, sleep_mode: bool = False):
         from vllm import LLM, envs
 
         config = json.loads((Path(model_path) / "config.json").read_text())
         self.tied = bool(config.get("tie_word_embeddings", False))
         if max_model_len is None:
             max_model_len = min(int(config.get("max_position_embeddings", 4096)), 4096)
+        gpu_kw = {}
+        if torch.cuda.is_available():  # GPU-only options; see the module docstring
+            from vllm.config import WeightTransferConfig
+
+            gpu_kw = dict(enable_sleep_mode=sleep_mode, weight_transfer_config=WeightTransferConfig(backend="nccl"))
+            if tensor_parallel_size > 1:
+                gpu_kw["distributed_executor_backend"] = "mp"
+        self.sleep_mode = sleep_mode
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, enforce_eager=True,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-                       max_model_len=max_model_len, logprobs_mode="processed_logprobs")
+                       max_model_len=max_model_len, logprobs_mode="processed_logprobs", **gpu_kw)
         self.tokenizer = self.llm.get_tokenizer()
         # Is the model in this process? Else the engine core/workers are separate processes.
         self.in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and tensor_parallel_size == 1
@@ -99,3 +128,66 @@ class VLLMEngine:
                 save_file(dict(weights), str(Path(d) / "model.safetensors"))
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": d, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.sleep_mode:
+            self.llm.wake_up()
+
+    def weight_transfer(self, method: str, payload: dict | None = None) -> None:
+        """One phase of vLLM's weight-transfer protocol on every vLLM worker of this engine (GPU)."""
+        kwargs = {} if payload is None else {"init_info" if method == "init_weight_transfer_engine"
+                                             else "update_info": payload}
+        self.llm.collective_rpc(method, kwargs=kwargs)
+        if method == "finish_weight_update":
+            self.llm.reset_prefix_cache()
+
+
+# ---------------------------------------------------------------- NCCL weight sync (GPU, learner side)
+
+
+class RolloutWorkersClient:
+    """vLLM's `VLLMWeightSyncClient` protocol over our RolloutWorker actors: each phase fans out
+    to every worker and waits. Worker k's vLLM ranks start at 1 + k * tp (rank 0 = the learner),
+    so several independent engines share one NCCL group."""
+
+    def __init__(self, workers: list, tensor_parallel_size: int):
+        self.workers, self.tp = workers, tensor_parallel_size
+
+    def _all(self, method: str, payloads: list) -> None:
+        import ray
+
+        ray.get([w.weight_transfer.remote(method, p) for w, p in zip(self.workers, payloads)])
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self._all("init_weight_transfer_engine",
+                  [{**init_info, "rank_offset": 1 + k * self.tp} for k in range(len(self.workers))])
+
+    def start_weight_update(self) -> None:
+        self._all("start_weight_update", [None] * len(self.workers))
+
+    def update_weights(self, update_info: dict) -> None:
+        self._all("update_weights", [update_info] * len(self.workers))
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self._all("finish_weight_update", [None] * len(self.workers))
+
+
+def nccl_weight_sender(model: torch.nn.Module, workers: list, tensor_parallel_size: int, master_port: int):
+    """Run once in the learner process (on its GPU): join an NCCL group with every rollout
+    worker's vLLM ranks and return vLLM's trainer engine; `.send_weights()` after each step then
+    broadcasts `model.named_parameters()` to all of them. Tied lm_head: vLLM reloads it from
+    `model.embed_tokens.weight` through the model's own `load_weights` (the same caveat as the
+    file path in `load_weights`; check the greedy outputs after the first sync on a new model)."""
+    import ray
+    from vllm.distributed.weight_transfer.base import ModuleSource
+    from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+    info = NCCLTrainerInitInfo(rank=0, master_address=ray.util.get_node_ip_address(), master_port=master_port,
+                               world_size=1 + len(workers) * tensor_parallel_size)
+    return WeightTransferTrainerFactory.trainer_init(
+        info, client=RolloutWorkersClient(workers, tensor_parallel_size), source=ModuleSource(model))

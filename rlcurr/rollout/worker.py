@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 import torch
@@ -11,7 +12,7 @@ from rlcurr.types import Completion, GenRequest
 
 
 def make_engine(kind: str, model_path: str, *, dtype: str, seed: int, gpu_memory_utilization: float = 0.25,
-                tensor_parallel_size: int = 1):
+                tensor_parallel_size: int = 1, sleep_mode: bool = False):
     if kind == "hf":
         from rlcurr.rollout.hf_engine import HFEngine
 
@@ -20,7 +21,7 @@ def make_engine(kind: str, model_path: str, *, dtype: str, seed: int, gpu_memory
         from rlcurr.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(model_path, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                          tensor_parallel_size=tensor_parallel_size)
+                          tensor_parallel_size=tensor_parallel_size, sleep_mode=sleep_mode)
     raise ValueError(f"unknown engine {kind!r}")
 
 
@@ -30,11 +31,24 @@ class RolloutWorker:
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.engine = make_engine(kind, model_path, dtype=dtype, seed=seed, **engine_kw)
 
-    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
-        return self.engine.generate(requests)
+    def generate(self, requests: list[GenRequest]) -> tuple[list[list[Completion]], float]:
+        """The completions, and the seconds the engine took (the rest of a call is Ray's)."""
+        t0 = time.perf_counter()
+        out = self.engine.generate(requests)
+        return out, time.perf_counter() - t0
 
     def load_weights(self, named_tensors) -> None:
         self.engine.load_weights(named_tensors)
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
+    def weight_transfer(self, method: str, payload: dict | None = None) -> None:
+        """vLLM's NCCL weight-transfer phases (GPU only; see vllm_engine.py)."""
+        self.engine.weight_transfer(method, payload)
 
     def ping(self) -> int:
         return os.getpid()

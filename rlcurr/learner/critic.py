@@ -1,0 +1,125 @@
+"""PPO's critic: a value model V(s_t) for every response token, with its own AdamW.
+
+Variant: verl / OpenRLHF's critic: the policy's base transformer (loaded from the same model
+directory, without the LM head) plus a scalar head Linear(hidden, 1) on the last hidden state,
+trained on the clipped value loss (`rlcurr.algos.losses.value_loss`) against GAE returns. The head
+starts at zero, so the first values are 0 and the first advantages are the raw returns.
+Left out: LoRA for the critic (it always trains all its weights, even when the policy uses LoRA),
+a separate critic model path, and critic-specific epochs / mini-batches (it reuses the policy's).
+
+Data parallel: like the learner, every rank gets all samples and computes the gradient of a
+contiguous shard of each mini-batch, weighted by the global denominator; gradients are summed
+across ranks, so every rank's critic stays identical.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from transformers import AutoModel
+
+from rlcurr.algos.losses import value_loss
+from rlcurr.learner.batching import pad_lists, response_mask, right_pad
+from rlcurr.learner.dataparallel import mean_of, minibatches, sum_across_ranks, sum_grads, weighted_micro_batches
+from rlcurr.learner.models import DTYPES
+from rlcurr.types import TrainSample
+
+
+class ValueModel(torch.nn.Module):
+    """Base transformer + Linear(hidden, 1): one value per position."""
+
+    def __init__(self, model_path: str, dtype: str = "float32"):
+        super().__init__()
+        self.backbone = AutoModel.from_pretrained(str(model_path), dtype=DTYPES[dtype])
+        self.head = torch.nn.Linear(self.backbone.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> torch.Tensor:
+        """V of the state before each response token, [B, T], response-aligned like `response_logits`."""
+        device = self.head.weight.device
+        ids_BL, mask_BL = right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
+        hidden_BLH = self.backbone(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device),
+                                   use_cache=False).last_hidden_state
+        values_BL = self.head(hidden_BLH.float())[..., 0]
+        T = max(len(r) for r in responses)
+        # The state before response token t is the prefix ending at position len(prompt) - 1 + t.
+        start_B = torch.tensor([len(p) - 1 for p in prompts])
+        idx_BT = (start_B[:, None] + torch.arange(T)[None, :]).clamp(max=ids_BL.shape[1] - 1).to(device)
+        return values_BL.gather(1, idx_BT)
+
+
+class Critic:
+    def __init__(self, model_path: str, learner_cfg, algo_cfg, pad_id: int, *, dtype: str = "float32",
+                 device: torch.device | str = "cpu", seed: int = 0):
+        self.algo, self.grad_clip, self.pad_id = algo_cfg, learner_cfg.grad_clip, pad_id
+        self.device = torch.device(device)
+        self.model = ValueModel(model_path, dtype).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=algo_cfg.critic_lr,
+                                           betas=tuple(learner_cfg.betas), weight_decay=learner_cfg.weight_decay)
+        self.rng = random.Random(seed + 1)  # its own shuffling stream; the policy's is left untouched
+
+    def set_lr(self, multiplier: float) -> None:
+        """critic_lr times the policy's schedule multiplier for this step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.algo.critic_lr * multiplier
+
+    @torch.no_grad()
+    def values(self, samples: list[TrainSample], chunk: int = 64) -> list[list[float]]:
+        """V(s_t) per response token of each answer, on its hint-free prompt."""
+        self.model.eval()
+        out: list[list[float]] = []
+        for i in range(0, len(samples), chunk):
+            part = samples[i : i + chunk]
+            responses = [s.response_ids for s in part]
+            values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
+            out += [values_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
+        return out
+
+    def train_step(self, samples: list[TrainSample], old_values: list[list[float]], norm_len: int) -> dict[str, float]:
+        """`epochs` x `mini_batches` AdamW steps on the clipped value loss against `sample.returns`.
+
+        Micro-batching, weighting and data parallel as in the learner (rlcurr.learner.dataparallel),
+        so the accumulated gradient equals that of the whole mini-batch. Returns metrics averaged
+        over the optimizer steps.
+        """
+        self.model.train()
+        stats = [self._optimizer_step(samples, mb, old_values, norm_len)
+                 for mb in minibatches(len(samples), self.algo.epochs, self.algo.mini_batches, self.rng)]
+        return {f"critic/{k}": v for k, v in mean_of(stats).items()}
+
+    def _optimizer_step(self, samples, indices, old_values, norm_len) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"value_loss": 0.0, "value_clip_frac": 0.0}
+        for micro, weight in weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg):
+            loss, stats = self._micro_loss([samples[i] for i in micro], [old_values[i] for i in micro], norm_len)
+            (loss * weight).backward()
+            totals["value_loss"] += float(loss.detach()) * weight
+            totals["value_clip_frac"] += float(stats["value_clip_frac"]) * weight
+        sum_grads(self.model.parameters())
+        totals = sum_across_ranks(totals)  # each rank holds its shard's weighted share
+        totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        self.optimizer.step()
+        return totals
+
+    def _micro_loss(self, part: list[TrainSample], old_values: list[list[float]], norm_len: int):
+        responses = [s.response_ids for s in part]
+        values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
+        T = values_BT.shape[1]
+        mask_BT = response_mask([len(r) for r in responses], T).to(self.device)
+        old_BT = pad_lists(old_values, T).to(self.device)
+        returns_BT = pad_lists([s.returns for s in part], T).to(self.device)
+        return value_loss(values_BT, old_BT, returns_BT, mask_BT, self.algo.value_clip, self.algo.loss_agg, norm_len)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["rng"])
+

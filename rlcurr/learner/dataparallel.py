@@ -1,0 +1,97 @@
+"""How a learner step is cut into optimizer steps and micro-batches, on one rank or several.
+
+Shared by the policy learner and PPO's critic. Data parallel (torch.distributed, gloo/NCCL) is
+exact: every rank holds all samples and the same RNG, so all ranks draw the same mini-batches;
+each rank computes the gradient of a contiguous shard of each mini-batch, weighted by the
+mini-batch's *global* denominator, and the ranks sum gradients. The result equals the
+single-learner update (tests/test_ddp.py).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterable
+
+import torch
+
+from rlcurr.types import TrainSample
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """The rank-th of `world` contiguous, near-equal slices (earlier ranks get the remainder)."""
+    size, extra = divmod(len(items), world)
+    start = rank * size + min(rank, extra)
+    return items[start : start + size + (1 if rank < extra else 0)]
+
+
+def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Random) -> list[list[int]]:
+    """`epochs` passes over the samples, each shuffled and split into `mini_batches` optimizer steps."""
+    parts = max(1, min(mini_batches, num_samples))
+    out = []
+    for _ in range(epochs):
+        order = list(range(num_samples))
+        rng.shuffle(order)
+        out += [shard(order, p, parts) for p in range(parts)]
+    return out
+
+
+def weighted_micro_batches(samples: list[TrainSample], indices: list[int], micro_batch_size: int,
+                           loss_agg: str) -> list[tuple[list[int], float]]:
+    """This rank's micro-batches of the mini-batch `indices`, each with its loss weight.
+
+    weight = the micro-batch's share of the whole (global) mini-batch's denominator: its tokens
+    for token-mean, its answers otherwise; so the accumulated (and rank-summed) gradient equals
+    the gradient of the mini-batch loss.
+    """
+    rank, world = dist_rank_world()
+    mine = shard(indices, rank, world)
+    total_tokens = sum(len(samples[i].response_ids) for i in indices)
+    out = []
+    for start in range(0, len(mine), micro_batch_size):
+        micro = mine[start : start + micro_batch_size]
+        if loss_agg == "token-mean":
+            weight = sum(len(samples[i].response_ids) for i in micro) / total_tokens
+        else:
+            weight = len(micro) / len(indices)
+        out.append((micro, weight))
+    return out
+
+
+def sum_grads(params: Iterable[torch.nn.Parameter]) -> None:
+    """Sum gradients across ranks (no-op for one). A rank whose shard was empty contributes zeros."""
+    if dist_rank_world()[1] == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+
+
+def sum_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Sum scalar metrics over ranks; keys may differ (a rank with an empty shard has none)."""
+    world = dist_rank_world()[1]
+    if world == 1:
+        return values
+    parts: list = [None] * world
+    torch.distributed.all_gather_object(parts, values)
+    out: dict[str, float] = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def mean_of(stats: list[dict[str, float]]) -> dict[str, float]:
+    """Average metric dicts over optimizer steps (a key missing from a step counts as 0 there)."""
+    sums: dict[str, float] = {}
+    for s in stats:
+        for k, v in s.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return {k: v / len(stats) for k, v in sums.items()} if stats else {}

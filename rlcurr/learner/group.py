@@ -1,0 +1,74 @@
+"""LearnerGroup: `learner.num_workers` LearnerWorker actors trained data-parallel, behind the
+synchronous API the trainer uses (train_step, named_weights, checkpoints, checksum).
+
+Variant: plain data parallelism (DDP-style, every rank holds the whole model and optimizer)
+over torch.distributed: gloo on CPU, NCCL when CUDA is available, rendezvous over tcp:// at
+rank 0's node. The update is exactly the single learner's (see the `Learner` docstring: every
+rank gets all samples, computes a contiguous shard, gradients are weighted by the global
+denominators and summed). With one worker no process group is created.
+
+GPU placement comes from the caller: `actor_options[rank]` are that actor's Ray `.options()`
+(e.g. {"num_gpus": 1} or a placement-group bundle, see `rlcurr.rollout.pool.placement`), so each
+rank sees its own device as cuda:0 and NCCL is used. Not exercised here (no GPU in CI).
+
+Left out:
+  - Gradient bucketing/overlap: one all-reduce per parameter after the backward passes.
+  - FSDP. FSDP2 (`torch.distributed.fsdp.fully_shard`) itself runs on CPU with gloo in torch
+    2.13, but a sharded learner would need: (1) every rank to run the same number of forwards
+    and backwards (each one all-gathers / reduce-scatters), so uneven or empty shards must be
+    padded with zero-weight micro-batches, in `sharded_logprobs` too; (2) gradients summed, not
+    averaged: `set_gradient_divide_factor(1)` uses PREMUL_SUM, which gloo rejects, so on CPU the
+    loss would be scaled by the world size instead; (3) the optimizer built after sharding;
+    (4) `named_weights` and checkpoints gathered with full_tensor / get_model_state_dict
+    (full_state_dict) on all ranks, and LoRA merging on the gathered copy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from rlcurr.learner.worker import LearnerWorker
+from rlcurr.types import TrainSample
+
+
+class LearnerGroup:
+    def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
+                 lora_cfg=None, seed: int = 0, actor_options: list[dict] | None = None):
+        n = learner_cfg.num_workers
+        threads = max(1, (os.cpu_count() or 1) // n)  # share the node's cores between the ranks
+        # Same seed everywhere: identical LoRA init and identical mini-batch shuffles on every rank.
+        self.workers = [
+            LearnerWorker.options(**(actor_options[rank] if actor_options else {})).remote(
+                model_path, learner_cfg, algo_cfg, total_steps, dtype=dtype, lora_cfg=lora_cfg, seed=seed,
+                threads=threads)
+            for rank in range(n)]
+        if n > 1:
+            addr, port = ray.get(self.workers[0].rendezvous_address.remote())
+            ray.get([w.init_process_group.remote(rank, n, addr, port) for rank, w in enumerate(self.workers)])
+
+    def train_step(self, samples: list[TrainSample], step: int, **kwargs) -> dict[str, float]:
+        """Every rank gets the whole batch (it shards the work itself); metrics agree, rank 0's returned."""
+        ref = ray.put(samples)
+        return ray.get([w.train_step.remote(ref, step, **kwargs) for w in self.workers])[0]
+
+    def named_weights(self):
+        return ray.get(self.workers[0].named_weights.remote())
+
+    def save_checkpoint(self, path: str) -> None:
+        ray.get(self.workers[0].save_checkpoint.remote(path))  # ranks hold identical state
+
+    def load_checkpoint(self, path: str) -> None:
+        ray.get([w.load_checkpoint.remote(path) for w in self.workers])
+
+    def parameter_checksum(self) -> float:
+        return ray.get(self.workers[0].parameter_checksum.remote())
+
+    def parameter_checksums(self) -> list[float]:
+        """One per rank; equal while the ranks stay in step."""
+        return ray.get([w.parameter_checksum.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)

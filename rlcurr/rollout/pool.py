@@ -1,0 +1,170 @@
+"""RolloutPool: the driver's handle on several RolloutWorker actors, with restarts, and GPU placement.
+
+- `generate(requests)` cuts the requests into contiguous shares, one per worker, runs them at
+  once and returns the results in request order.
+- Faults: when a worker dies (any `RayActorError`: process killed, node lost, out of memory),
+  the pool starts a replacement actor, loads the latest synced weights into it and retries the
+  dead worker's share. Ray's own actor restart (`max_restarts`) is not used on purpose: Ray
+  would re-run `__init__`, which loads the *initial* checkpoint, and the restarted worker would
+  then generate with stale weights without anyone noticing. After `max_restarts` restarts within
+  one pool call the pool raises `RolloutWorkerFailure` (a crash loop is a bug, not a fault).
+  An exception raised *inside* a worker (`RayTaskError`, e.g. a bad request) is not a fault
+  and is raised at once.
+- Weights: `load_weights` puts the tensors in the object store once and every worker loads the
+  same ObjectRef; the pool keeps that ref for replacements.
+- Colocated mode (`resources.colocate`): `sleep()` before the learner step frees the GPU
+  memory vLLM holds (level 1: weights offloaded to CPU, KV cache dropped), `wake_up()` after.
+
+Placement (`placement(...)`): with no GPUs in the Ray cluster nothing is placed (actors take
+`num_cpus=0` and run wherever Ray starts them). With GPUs, one placement group holds a bundle
+per rollout worker (`gpus_per_rollout_worker` GPUs, >= tensor_parallel_size: vLLM's own
+multiprocessing executor then spreads its tp ranks over the GPUs Ray gave the actor) and, unless
+colocated, a bundle per learner worker, so rollout and learner never share a GPU. Colocated,
+each rollout bundle is shared half/half by a rollout worker and a learner worker (Ray's
+fractional GPUs); this needs tensor_parallel_size 1, and rollout.gpu_memory_utilization low enough
+to leave the learner room while vLLM is awake (e.g. 0.4). Left out: multi-node tensor parallelism
+(a bundle lives on one node) and Ray's placement of vLLM's tp workers as separate actors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+from ray.exceptions import RayActorError
+
+from rlcurr.errors import UserError
+from rlcurr.types import Completion, GenRequest
+
+
+class RolloutWorkerFailure(RuntimeError):
+    """Rollout workers kept dying: more restarts than allowed within one call."""
+
+
+def split_even(items: list, parts: int) -> list[list]:
+    """`parts` contiguous shares of nearly equal size (the last ones may be shorter or empty)."""
+    size = -(-len(items) // parts) if items else 0
+    return [items[i * size : (i + 1) * size] for i in range(parts)]
+
+
+class RolloutPool:
+    def __init__(self, make_worker: Callable[[int], Any], num_workers: int, *, max_restarts: int = 3,
+                 colocate: bool = False, log: Callable[[str], None] = print):
+        """`make_worker(i)` starts the i-th RolloutWorker actor (and again for its replacements)."""
+        self.make_worker, self.max_restarts, self.colocate, self.log = make_worker, max_restarts, colocate, log
+        self.workers = [make_worker(i) for i in range(num_workers)]
+        ray.get([w.ping.remote() for w in self.workers])
+        self.weights: ray.ObjectRef | None = None  # the last synced weights, for replacements
+        self.restarts = 0  # over the pool's life, logged as rollout/restarts
+        self.engine_seconds = 0.0  # wall time of the last generate, as the slowest worker's engine saw it
+        self.asleep = False
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
+        shares = split_even(requests, len(self.workers))
+        busy = [i for i, share in enumerate(shares) if share]
+        parts = self._call(busy, lambda i: self.workers[i].generate.remote(shares[i]))
+        self.engine_seconds = max((seconds for _, seconds in parts), default=0.0)
+        return [out for outs, _ in parts for out in outs]
+
+    def load_weights(self, named_tensors) -> None:
+        """One object-store copy of the weights, loaded by every worker."""
+        self.weights = named_tensors if isinstance(named_tensors, ray.ObjectRef) else ray.put(named_tensors)
+        # a replacement started during this call already loaded self.weights; loading twice is harmless
+        self._call(range(len(self.workers)), lambda i: self.workers[i].load_weights.remote(self.weights))
+
+    def sleep(self) -> None:
+        if self.colocate and not self.asleep:
+            self._call(range(len(self.workers)), lambda i: self.workers[i].sleep.remote())
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.colocate and self.asleep:
+            self._call(range(len(self.workers)), lambda i: self.workers[i].wake_up.remote())
+            self.asleep = False
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+
+    def _call(self, indices, submit: Callable[[int], ray.ObjectRef]) -> list:
+        """Run `submit(i)` on the given workers at once; results in index order. A worker that
+        died is replaced and its call resubmitted, up to `max_restarts` times per call."""
+        futures = {i: submit(i) for i in indices}
+        results, restarts = {}, 0
+        for i in futures:
+            while i not in results:
+                try:
+                    results[i] = ray.get(futures[i])
+                except RayActorError as err:
+                    restarts += 1
+                    if restarts > self.max_restarts:
+                        raise RolloutWorkerFailure(
+                            f"rollout workers died {restarts} times in one call (rollout.max_restarts="
+                            f"{self.max_restarts}); last error: {err}") from err
+                    self._replace(i, err)
+                    futures[i] = submit(i)
+        return [results[i] for i in futures]
+
+    def _replace(self, i: int, err: Exception) -> None:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        self.log(f"warning: rollout worker {i} died ({why}); starting a replacement and retrying its call")
+        ray.kill(self.workers[i])  # if it is only unreachable, make sure it cannot come back
+        t0 = time.perf_counter()
+        worker = self.make_worker(i)
+        ray.get(worker.ping.remote())
+        if self.weights is not None:
+            ray.get(worker.load_weights.remote(self.weights))
+        if self.asleep:
+            ray.get(worker.sleep.remote())
+        self.workers[i] = worker
+        self.restarts += 1
+        self.log(f"rollout worker {i} replaced in {time.perf_counter() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------- placement
+
+
+@dataclass
+class Placement:
+    """Ray actor options for each rollout and learner worker (empty dicts on CPU)."""
+
+    rollout: list[dict] = field(default_factory=list)
+    learner: list[dict] = field(default_factory=list)
+    group: Any = None  # the PlacementGroup, when one was made
+
+
+def placement(num_rollout: int, num_learner: int, *, gpus_per_rollout_worker: int, gpus_per_learner_worker: int,
+              colocate: bool, tensor_parallel_size: int) -> Placement:
+    """Decide where actors go; call after `ray.init`. No GPUs in the cluster: no placement group."""
+    if ray.cluster_resources().get("GPU", 0) == 0:
+        if colocate:
+            raise UserError("resources.colocate needs GPUs: vLLM's sleep mode (which frees the rollout "
+                            "engine's memory during the learner step) is CUDA-only")
+        return Placement([{} for _ in range(num_rollout)], [{} for _ in range(num_learner)])
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if colocate:
+        if tensor_parallel_size != 1 or num_learner > num_rollout:
+            raise UserError("resources.colocate supports rollout.tensor_parallel_size=1 and at most one "
+                            "learner worker per rollout worker")
+        bundles = [{"GPU": 1} for _ in range(num_rollout)]
+        rollout_bundle, learner_bundle = list(range(num_rollout)), list(range(num_learner))
+        rollout_gpus = learner_gpus = 0.5
+    else:
+        bundles = ([{"GPU": gpus_per_rollout_worker} for _ in range(num_rollout)]
+                   + [{"GPU": gpus_per_learner_worker} for _ in range(num_learner)])
+        rollout_bundle = list(range(num_rollout))
+        learner_bundle = list(range(num_rollout, num_rollout + num_learner))
+        rollout_gpus, learner_gpus = gpus_per_rollout_worker, gpus_per_learner_worker
+    group = placement_group(bundles, strategy="PACK")
+    ray.get(group.ready(), timeout=600)  # fails loudly when the cluster cannot hold the bundles
+
+    def options(bundle: int, gpus: float) -> dict:
+        return {"num_gpus": gpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=bundle)}
+
+    return Placement([options(b, rollout_gpus) for b in rollout_bundle],
+                     [options(b, learner_gpus) for b in learner_bundle], group)
