@@ -135,6 +135,16 @@ class LearnerConfig(Section):
     grad_clip: float = Field(1.0, gt=0)
     schedule: ScheduleConfig = ScheduleConfig()
     num_workers: int = Field(1, ge=1)
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every rank holds the whole model; fsdp: parameters, gradients and "
+                           "optimizer state sharded over the num_workers ranks (FSDP2), same update")
+
+    @model_validator(mode="after")
+    def _fsdp_needs_ranks(self) -> "LearnerConfig":
+        if self.strategy == "fsdp" and self.num_workers < 2:
+            raise ValueError(f"learner.strategy: fsdp shards the model over learner.num_workers ranks; "
+                             f"set learner.num_workers >= 2 (it is {self.num_workers}) or learner.strategy: ddp")
+        return self
 
 
 class TrainerConfig(Section):
@@ -202,6 +212,14 @@ class Config(Section):
         if gpus is not None and gpus < self.rollout.tensor_parallel_size:
             raise ValueError(f"resources.gpus_per_rollout_worker ({gpus}) must be at least "
                              f"rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_without_lora(self) -> "Config":
+        # Rollout weights need LoRA merged into the full model, which FSDP only holds sharded.
+        if self.learner.strategy == "fsdp" and self.model.lora is not None:
+            raise ValueError("learner.strategy: fsdp does not support model.lora (LoRA adapters are small: "
+                             "use learner.strategy: ddp, or remove model.lora)")
         return self
 
     @model_validator(mode="after")

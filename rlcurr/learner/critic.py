@@ -9,7 +9,10 @@ a separate critic model path, and critic-specific epochs / mini-batches (it reus
 
 Data parallel: like the learner, every rank gets all samples and computes the gradient of a
 contiguous shard of each mini-batch, weighted by the global denominator; gradients are summed
-across ranks, so every rank's critic stays identical.
+across ranks, so every rank's critic stays identical. Under `learner.strategy: fsdp` the
+learner calls `shard()` (rlcurr.learner.fsdp): backbone layers and the root are sharded, the
+optimizer rebuilt, micro-batches padded to equal counts; `values` already runs every sample on
+every rank, so its forward counts agree.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from transformers import AutoModel
 
 from rlcurr.algos.losses import value_loss
+from rlcurr.learner import fsdp
 from rlcurr.learner.batching import pad_lists, response_mask, right_pad
 from rlcurr.learner.dataparallel import mean_of, minibatches, sum_across_ranks, sum_grads, weighted_micro_batches
 from rlcurr.learner.models import DTYPES
@@ -55,10 +59,21 @@ class Critic:
                  device: torch.device | str = "cpu", seed: int = 0):
         self.algo, self.grad_clip, self.pad_id = algo_cfg, learner_cfg.grad_clip, pad_id
         self.device = torch.device(device)
+        self.betas, self.weight_decay = tuple(learner_cfg.betas), learner_cfg.weight_decay
         self.model = ValueModel(model_path, dtype).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=algo_cfg.critic_lr,
-                                           betas=tuple(learner_cfg.betas), weight_decay=learner_cfg.weight_decay)
+        self.optimizer = self._new_optimizer()
         self.rng = random.Random(seed + 1)  # its own shuffling stream; the policy's is left untouched
+        self.fsdp = False
+
+    def _new_optimizer(self) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.algo.critic_lr, betas=self.betas,
+                                 weight_decay=self.weight_decay)
+
+    def shard(self) -> None:
+        """FSDP (inside the process group): shard the value model, rebuild the optimizer on the shards."""
+        fsdp.shard_model(self.model)
+        self.optimizer = self._new_optimizer()
+        self.fsdp = True
 
     def set_lr(self, multiplier: float) -> None:
         """critic_lr times the policy's schedule multiplier for this step."""
@@ -92,14 +107,18 @@ class Critic:
     def _optimizer_step(self, samples, indices, old_values, norm_len) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"value_loss": 0.0, "value_clip_frac": 0.0}
-        for micro, weight in weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg):
+        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg)
+        if self.fsdp:  # equal forward/backward counts on every rank; padding has weight 0
+            micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
+        for micro, weight in micro_batches:
             loss, stats = self._micro_loss([samples[i] for i in micro], [old_values[i] for i in micro], norm_len)
             (loss * weight).backward()
             totals["value_loss"] += float(loss.detach()) * weight
             totals["value_clip_frac"] += float(stats["value_clip_frac"]) * weight
-        sum_grads(self.model.parameters())
+        if not self.fsdp:  # FSDP's backward already reduce-scattered the summed gradients
+            sum_grads(self.model.parameters())
         totals = sum_across_ranks(totals)  # each rank holds its shard's weighted share
-        totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        totals["grad_norm"] = fsdp.as_float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
         self.optimizer.step()
         return totals
 
@@ -115,11 +134,19 @@ class Critic:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
+        """FSDP: collective, full tensors on rank 0 (optimizer state keyed by parameter name)."""
+        if self.fsdp:
+            return {"model": fsdp.full_state_dict(self.model),
+                    "optimizer": fsdp.full_optimizer_state(self.model, self.optimizer), "rng": self.rng.getstate()}
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            fsdp.load_full_state_dict(self.model, state["model"])
+            fsdp.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(state["rng"])
 

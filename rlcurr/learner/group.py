@@ -11,16 +11,12 @@ GPU placement comes from the caller: `actor_options[rank]` are that actor's Ray 
 (e.g. {"num_gpus": 1} or a placement-group bundle, see `rlcurr.rollout.pool.placement`), so each
 rank sees its own device as cuda:0 and NCCL is used. Not exercised here (no GPU in CI).
 
+`learner.strategy: fsdp` shards parameters, gradients and optimizer state over the ranks
+instead (FSDP2, see `rlcurr.learner.fsdp`); then gathering weights, checkpoints and checksums
+are collectives, so every rank is called and rank 0's result is used.
+
 Left out:
-  - Gradient bucketing/overlap: one all-reduce per parameter after the backward passes.
-  - FSDP. FSDP2 (`torch.distributed.fsdp.fully_shard`) itself runs on CPU with gloo in torch
-    2.13, but a sharded learner would need: (1) every rank to run the same number of forwards
-    and backwards (each one all-gathers / reduce-scatters), so uneven or empty shards must be
-    padded with zero-weight micro-batches, in `sharded_logprobs` too; (2) gradients summed, not
-    averaged: `set_gradient_divide_factor(1)` uses PREMUL_SUM, which gloo rejects, so on CPU the
-    loss would be scaled by the world size instead; (3) the optimizer built after sharding;
-    (4) `named_weights` and checkpoints gathered with full_tensor / get_model_state_dict
-    (full_state_dict) on all ranks, and LoRA merging on the gathered copy.
+  - Gradient bucketing/overlap: one all-reduce per parameter after the backward passes (DDP).
 """
 
 from __future__ import annotations
@@ -37,6 +33,7 @@ class LearnerGroup:
     def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
                  lora_cfg=None, seed: int = 0, actor_options: list[dict] | None = None):
         n = learner_cfg.num_workers
+        self.collective = getattr(learner_cfg, "strategy", "ddp") == "fsdp"  # gathers need every rank
         threads = max(1, (os.cpu_count() or 1) // n)  # share the node's cores between the ranks
         # Same seed everywhere: identical LoRA init and identical mini-batch shuffles on every rank.
         self.workers = [
@@ -53,20 +50,25 @@ class LearnerGroup:
         ref = ray.put(samples)
         return ray.get([w.train_step.remote(ref, step, **kwargs) for w in self.workers])[0]
 
+    def _rank0(self, method: str, *args):
+        """Rank 0's answer; under FSDP every rank joins (the call is a collective)."""
+        workers = self.workers if self.collective else self.workers[:1]
+        return ray.get([getattr(w, method).remote(*args) for w in workers])[0]
+
     def named_weights(self):
-        return ray.get(self.workers[0].named_weights.remote())
+        return self._rank0("named_weights")
 
     def save_checkpoint(self, path: str) -> None:
-        ray.get(self.workers[0].save_checkpoint.remote(path))  # ranks hold identical state
+        self._rank0("save_checkpoint", path)  # DDP: ranks hold identical state; FSDP: rank 0 writes
 
     def load_checkpoint(self, path: str) -> None:
         ray.get([w.load_checkpoint.remote(path) for w in self.workers])
 
     def parameter_checksum(self) -> float:
-        return ray.get(self.workers[0].parameter_checksum.remote())
+        return self._rank0("parameter_checksum")
 
     def parameter_checksums(self) -> list[float]:
-        """One per rank; equal while the ranks stay in step."""
+        """One per rank; equal while the ranks stay in step (FSDP: all of the full weights)."""
         return ray.get([w.parameter_checksum.remote() for w in self.workers])
 
     def shutdown(self) -> None:

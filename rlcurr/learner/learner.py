@@ -20,6 +20,10 @@ mini-batch and its denominators (tokens or answers, Dr.GRPO's longest answer). E
 old/ref logprobs for a contiguous shard of the batch (then all-gathered) and the gradient of a
 contiguous shard of each mini-batch, weighted by the global denominator; the gradients are
 summed across ranks, so clipping and AdamW see the single learner's gradient on every rank.
+`learner.strategy: fsdp` shards parameters, gradients and optimizer state instead of replicating
+them (rlcurr.learner.fsdp; same update): `join_group` shards the model(s) and rebuilds the
+optimizer(s), micro-batches and forward passes are padded to equal counts, and weights and
+checkpoints are gathered collectively (every rank calls them; rank 0 writes / returns them).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from rlcurr.algos.advantages import explained_variance, gae_BT, last_token_rewar
 from rlcurr.algos.losses import aggregate, entropy_from_logits, kl_penalty, policy_loss, truncated_is_weights
 from rlcurr.algos.schedules import lr_multiplier
 from rlcurr.curriculum.filters import d3s_token_mask
+from rlcurr.learner import fsdp
 from rlcurr.learner.batching import pad_lists, response_logits, response_mask, token_logprobs
 from rlcurr.learner.dataparallel import (dist_rank_world, mean_of, minibatches, shard, sum_across_ranks,
                                          sum_grads, weighted_micro_batches)
@@ -52,24 +57,43 @@ class Learner:
         torch.manual_seed(seed)
         self.cfg, self.algo, self.total_steps = learner_cfg, algo_cfg, total_steps
         self.device = pick_device()
+        self.fsdp = getattr(learner_cfg, "strategy", "ddp") == "fsdp"
+        # FSDP: stay on CPU until sharded, so a GPU never holds the whole model.
+        place = torch.device("cpu") if self.fsdp else self.device
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         model = load_causal_lm(model_path, dtype)
         self.ref_model = None
         if algo_cfg.kl_coef > 0 and lora_cfg is None:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-        self.model = (apply_lora(model, lora_cfg) if lora_cfg is not None else model).to(self.device)
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(place)
+        self.model = (apply_lora(model, lora_cfg) if lora_cfg is not None else model).to(place)
         self.is_lora = lora_cfg is not None
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=learner_cfg.lr, betas=tuple(learner_cfg.betas),
-                                           weight_decay=learner_cfg.weight_decay)
+        self.optimizer = self._new_optimizer()
         self.rng = random.Random(seed)
         self.critic = None
         if algo_cfg.name == "ppo":
             from rlcurr.learner.critic import Critic  # here, not at the top: critic.py imports this module
 
-            self.critic = Critic(model_path, learner_cfg, algo_cfg, self.pad_id, dtype=dtype, device=self.device,
+            self.critic = Critic(model_path, learner_cfg, algo_cfg, self.pad_id, dtype=dtype, device=place,
                                  seed=seed)
+
+    def _new_optimizer(self) -> torch.optim.AdamW:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+                                 weight_decay=self.cfg.weight_decay)
+
+    def join_group(self) -> None:
+        """Inside a fresh process group: start from rank 0's weights; with FSDP, then shard the
+        policy (and reference / critic) and rebuild the optimizer on the sharded parameters."""
+        self.broadcast_parameters()
+        if not self.fsdp:
+            return
+        fsdp.shard_model(self.model)
+        if self.ref_model is not None:
+            fsdp.shard_model(self.ref_model)
+        self.optimizer = self._new_optimizer()
+        if self.critic is not None:
+            self.critic.shard()
 
     # ------------------------------------------------------------------ logprobs
 
@@ -156,17 +180,23 @@ class Learner:
     def _optimizer_step(self, samples, indices, old, ref, norm_len, token_keep_frac=None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for micro, weight in weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg):
+        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg)
+        if self.fsdp:  # equal forward/backward counts on every rank
+            micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
+        for micro, weight in micro_batches:
             part = [samples[i] for i in micro]
             loss, stats = self._micro_loss(part, [old[i] for i in micro], [ref[i] for i in micro] if ref else None, norm_len,
                                            token_keep_frac)
             (loss * weight).backward()
+            if weight == 0:  # FSDP padding: no metrics
+                continue
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * weight
         params = [p for p in self.model.parameters() if p.requires_grad]
-        sum_grads(params)
+        if not self.fsdp:  # FSDP's backward already reduce-scattered the summed gradients
+            sum_grads(params)
         totals = sum_across_ranks(totals)  # each rank holds its shard's weighted share
-        totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        totals["grad_norm"] = fsdp.as_float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         self.optimizer.step()
         return totals
 
@@ -176,7 +206,10 @@ class Learner:
         if world == 1:
             return self.logprobs(samples, **kwargs)
         bounds = shard(list(range(len(samples))), rank, world)
-        mine = self.logprobs([samples[i] for i in bounds], **kwargs) if bounds else []
+        if self.fsdp:  # equal forward counts: pad, then drop the padding's results
+            mine = self.logprobs(fsdp.pad_shard([samples[i] for i in bounds], samples), **kwargs)[: len(bounds)]
+        else:
+            mine = self.logprobs([samples[i] for i in bounds], **kwargs) if bounds else []
         parts: list = [None] * world
         torch.distributed.all_gather_object(parts, mine)
         return [lp for part in parts for lp in part]
@@ -227,7 +260,10 @@ class Learner:
     # ------------------------------------------------------------------ weights
 
     def named_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """Full HF-named CPU weights for rollout engines (LoRA merged into a copy)."""
+        """Full HF-named CPU weights for rollout engines (LoRA merged into a copy).
+        FSDP: collective; rank 0 gets them, the other ranks []."""
+        if self.fsdp:
+            return list(fsdp.full_state_dict(self.model).items())
         if self.is_lora:
             merged = copy.deepcopy(self.model).merge_and_unload()
             state = merged.state_dict()
@@ -237,28 +273,55 @@ class Learner:
 
     def save_checkpoint(self, path: str) -> None:
         """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir
-        (and for PPO the critic: weights, optimizer, RNG in critic.pt)."""
-        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-        torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict(),
+        (and for PPO the critic: weights, optimizer, RNG in critic.pt).
+        FSDP: collective (full tensors gathered to rank 0, which writes); the optimizer state is
+        keyed by parameter name, so such a checkpoint loads only under FSDP."""
+        if self.fsdp:
+            trainable = fsdp.full_state_dict(self.model)
+            optimizer = fsdp.full_optimizer_state(self.model, self.optimizer)
+        else:
+            trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+            optimizer = self.optimizer.state_dict()
+        critic = self.critic.state_dict() if self.critic is not None else None
+        if dist_rank_world()[0] != 0:
+            return
+        torch.save({"trainable": trainable, "optimizer": optimizer,
                     "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state()}, f"{path}/learner.pt")
-        if self.critic is not None:
-            torch.save(self.critic.state_dict(), f"{path}/critic.pt")
-        self.save_pretrained(f"{path}/model")
+        if critic is not None:
+            torch.save(critic, f"{path}/critic.pt")
+        if self.fsdp:
+            self.model.save_pretrained(f"{path}/model", state_dict=fsdp.without_tied_copies(self.model, trainable))
+            self.tokenizer.save_pretrained(f"{path}/model")
+        else:
+            self.save_pretrained(f"{path}/model")
 
     def load_checkpoint(self, path: str) -> None:
         state = torch.load(f"{path}/learner.pt", weights_only=False)
-        missing = set(state["trainable"]) - {n for n, _ in self.model.named_parameters()}
-        if missing:
-            raise ValueError(f"checkpoint has parameters this model lacks: {sorted(missing)[:3]}")
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                params[n].copy_(t)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:  # every rank reads the full tensors and keeps its shard
+            fsdp.load_full_state_dict(self.model, state["trainable"])
+            fsdp.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self._load_trainable(state["trainable"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         if self.critic is not None:
             self.critic.load_state_dict(torch.load(f"{path}/critic.pt", weights_only=False))
+
+    def _load_trainable(self, trainable: dict[str, torch.Tensor]) -> None:
+        missing = set(trainable) - {n for n, _ in self.model.named_parameters()}
+        if missing:
+            raise ValueError(f"checkpoint has parameters this model lacks: {sorted(missing)[:3]}")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, t in trainable.items():
+                params[n].copy_(t)
+
+    def parameter_checksum(self) -> float:
+        """Sum of |w| over all parameters (FSDP: over the full tensors, collective)."""
+        if self.fsdp:
+            return fsdp.full_checksum(self.model)
+        return float(sum(p.detach().double().abs().sum() for p in self.model.parameters()))
 
     def save_pretrained(self, path: str) -> None:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model

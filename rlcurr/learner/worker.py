@@ -29,7 +29,7 @@ class LearnerWorker:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank,
                                              world_size=world)
-        self.learner.broadcast_parameters()
+        self.learner.join_group()
 
     def train_step(self, samples: list[TrainSample], step: int, **kwargs) -> dict[str, float]:
         return self.learner.train_step(samples, step, **kwargs)
@@ -47,4 +47,4 @@ class LearnerWorker:
         self.learner.load_checkpoint(path)
 
     def parameter_checksum(self) -> float:
-        return float(sum(p.detach().double().abs().sum() for p in self.learner.model.parameters()))
+        return self.learner.parameter_checksum()
