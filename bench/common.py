@@ -1,0 +1,273 @@
+"""Shared pieces of the benchmarks: run a recipe through the Trainer API, read its run directory,
+count rollouts, summarise over seeds, print tables and write bench/results/<name>.json.
+
+A "rollout" is one generated answer. `answers` and `tokens` below count every answer generated
+for training (the n answers of every planned prompt plus the n answers of every hinted re-roll);
+evaluation generations are not counted (they are the measurement, identical across arms).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("RLCURR_CACHE", "/tmp/rlcache")  # tiny models are built + warmed once, cached here
+
+BENCH_DIR = Path(__file__).resolve().parent
+RECIPES = BENCH_DIR.parent / "recipes"
+RESULTS = BENCH_DIR / "results"
+RUNS = BENCH_DIR / "runs"  # run directories of the bench runs (ignored by git)
+
+
+# ---------------------------------------------------------------- building configs
+
+
+def build_config(recipe: str | Path, overrides: list[str] = (), model_path: str | Path | None = None,
+                 run_dir: str | Path | None = None):
+    """The recipe with dotted overrides; `model_path` replaces `model.tiny` (and its warm-up) by a
+    ready model directory, so several runs share one SFT-warmed model."""
+    from rlcurr.config import apply_overrides, build_config as validate, load_yaml
+
+    recipe = Path(recipe)
+    data = load_yaml(recipe)
+    data.setdefault("name", recipe.stem)
+    data = apply_overrides(data, list(overrides))
+    if model_path is not None:
+        data["model"] = {"path": str(model_path), "dtype": data.get("model", {}).get("dtype", "float32")}
+    trainer = data.setdefault("trainer", {})
+    if run_dir is not None:
+        trainer["output_dir"] = str(run_dir)
+    trainer["overwrite"] = True
+    data.setdefault("logging", {}).update(tensorboard=False, progress=False)
+    return validate(data)
+
+
+def warm_model(recipe: str | Path, overrides: list[str] = ()) -> Path:
+    """Build + SFT-warm the recipe's tiny model (cached under $RLCURR_CACHE); its directory."""
+    from rlcurr.learner.prepare import prepare_model
+
+    cfg = build_config(recipe, overrides)
+    return prepare_model(cfg, cfg.env.build(cfg.seed), log=lambda s: print("  " + s, flush=True))
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class Run:
+    """What one training run left in its run directory, plus its wall time."""
+
+    run_dir: Path
+    metrics: list[dict]
+    curriculum: list[dict]
+    wall_s: float
+    cfg: object = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[dict]:
+        return [m for m in self.metrics if m.get("step", -1) >= 0]
+
+    @property
+    def evals(self) -> list[dict]:
+        return [m for m in self.metrics if "eval/accuracy_mean" in m]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    from rlcurr.checkpoint import iter_jsonl
+
+    return [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)] if path.exists() else []
+
+
+def read_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    return Run(run_dir, read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "curriculum.jsonl"), 0.0)
+
+
+def run_config(cfg, log=None) -> Run:
+    """Train `cfg` to the end with `Trainer(cfg).run()`, kill its actors, return the records."""
+    import ray
+
+    from rlcurr.trainer import Trainer
+
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, log=log or (lambda s: None))
+    try:
+        trainer.run()
+    finally:
+        release(trainer)
+    run = read_run(cfg.run_dir)
+    run.wall_s, run.cfg = time.perf_counter() - t0, cfg
+    return run
+
+
+def release(trainer) -> None:
+    """Stop a finished trainer's actors: a bench runs many trainers in one process."""
+    import ray
+
+    if hasattr(trainer, "shutdown"):
+        trainer.shutdown()
+        return
+    for name in ("rollout_pool", "learner", "rollout_workers"):
+        obj = getattr(trainer, name, None)
+        for part in obj if isinstance(obj, list) else [obj]:
+            if hasattr(part, "shutdown"):
+                part.shutdown()
+            elif isinstance(part, ray.actor.ActorHandle):
+                ray.kill(part)
+
+
+# ---------------------------------------------------------------- counting rollouts
+
+
+def answers_per_step(run: Run) -> list[int]:
+    """Answers generated at each step: n per planned prompt + n per hinted re-roll (with DAPO
+    dynamic sampling, n per group kept or dropped)."""
+    n = run.cfg.rollout.n
+    by_step = {c["step"]: c for c in run.curriculum}
+    out = []
+    for m in run.steps:
+        c = by_step.get(m["step"], {})
+        planned = sum(d.get("planned", 0) for d in c.get("distributions", {}).values())
+        hints = c.get("hints") or {}
+        rerolled = sum(s.get("rerolled", 0) for s in hints.get("step", {}).values())
+        out.append(n * (planned + rerolled))
+    return out
+
+
+def cumulative(values: list[float]) -> list[float]:
+    total, out = 0.0, []
+    for v in values:
+        total += v
+        out.append(total)
+    return out
+
+
+def eval_curve(run: Run, key: str = "eval/accuracy_mean") -> list[tuple[int, int, float]]:
+    """(step, answers generated before this evaluation, value) for every evaluation, the
+    step -1 baseline (0 answers) first. An evaluation logged at step t follows t's update."""
+    spent = dict(zip([m["step"] for m in run.steps], cumulative(answers_per_step(run))))
+    return [(m["step"], int(spent.get(m["step"], 0)), m[key]) for m in run.evals if key in m]
+
+
+def rollouts_to_target(curve: list[tuple[int, int, float]], target: float) -> int | None:
+    """Answers generated when the evaluated value first reaches `target`; None if never."""
+    for _, answers, value in curve:
+        if value >= target - 1e-9:
+            return answers
+    return None
+
+
+# ---------------------------------------------------------------- statistics and output
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def hardware() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def git_rev() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_result(name: str, result: dict, command: str) -> Path:
+    """bench/results/<name>.json: the figures, the command that made them, the hardware."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    out = {"bench": name, "command": command, "hardware": hardware(), "git": git_rev(),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **result}
+    path.write_text(json.dumps(out, indent=2, default=lambda o: str(o) if isinstance(o, Path) else float(o)) + "\n")
+    print(f"\nwrote {path}")
+    return path
+
+
+def command_line() -> str:
+    import sys
+
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(BENCH_DIR.parent) if script.is_relative_to(BENCH_DIR.parent) else script
+    return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+def run_arms(recipe: str | Path, arms: dict[str, list[str]], seeds: list[int], overrides: list[str],
+             model_path: Path, tag: str) -> dict[str, list[Run]]:
+    """Every arm (name -> extra overrides) for every seed, on the same model; seed-major order,
+    so an interrupted bench has compared every arm on the seeds it finished."""
+    runs: dict[str, list[Run]] = {name: [] for name in arms}
+    for seed in seeds:
+        for name, extra in arms.items():
+            cfg = build_config(recipe, [*overrides, f"seed={seed}", *extra], model_path=model_path,
+                               run_dir=RUNS / tag / f"{name}_seed{seed}")
+            run = run_config(cfg)
+            run.info.update(arm=name, seed=seed)
+            runs[name].append(run)
+            final = run.evals[-1] if run.evals else {}
+            print(f"  {name:>10} seed {seed}: {len(run.steps)} steps in {run.wall_s:.0f} s, "
+                  f"final eval mean {final.get('eval/accuracy_mean', float('nan')):.3f}", flush=True)
+    return runs
+
+
+def eval_keys(run: Run) -> list[str]:
+    """The per-distribution accuracy keys of a run's evaluations, in recorded order."""
+    return [k for k in (run.evals[0] if run.evals else {}) if k.startswith("eval/accuracy/")]
+
+
+def final_accuracy(run: Run) -> dict[str, float]:
+    """Held-out accuracy per distribution at the run's last evaluation."""
+    final = run.evals[-1]
+    return {k.removeprefix("eval/accuracy/"): final[k] for k in eval_keys(run)}
+
+
+def run_bench(name: str, recipe: str | Path, arms: dict[str, list[str]], seeds: list[int],
+              overrides: list[str]) -> tuple[dict[str, list[Run]], dict]:
+    """Warm the shared model once, run every arm on every seed; return the runs and the evaluation
+    before RL (step -1, identical for every arm: same model, greedy decoding), printed."""
+    model = warm_model(recipe, overrides)
+    print(f"{name} bench: {list(arms)} x seeds {seeds}, model {model}", flush=True)
+    runs = run_arms(recipe, arms, seeds, overrides, model, name)
+    baseline = runs[next(iter(arms))][0].evals[0]
+    print("\nbefore RL: " + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in baseline.items() if k != "step"))
+    return runs, baseline

@@ -1,0 +1,96 @@
+"""Print the README's Results table (markdown) from bench/results/*.json: one row per figure,
+with the hardware it was measured on and the exact command that reproduces it.
+
+    python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pm(pair, digits: int = 3) -> str:
+    m, s = pair
+    return "n/a" if m is None or m != m else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def hw(r: dict) -> str:
+    if "device" in r and r["device"] != "cpu":
+        return r["device"]
+    h = r.get("hardware", {})
+    return f"{h.get('cores', '?')} CPU cores ({h.get('cpu', '?')})"
+
+
+def curriculum_rows(r: dict) -> list[list[str]]:
+    rows = []
+    for name, s in r["summary"].items():
+        rows.append([f"curriculum: {name}: answers to learnable-mean acc >= {r['target']:.3f} "
+                     f"({s['reached']}/{s['seeds']} seeds reached)", pm(s["rollouts_to_target"], 0)])
+        rows.append([f"curriculum: {name}: final learnable-mean accuracy", pm(s["final_accuracy_mean"])])
+    for k, v in r["ratios"].items():
+        rows.append([f"curriculum: rollouts-to-target ratio {k} ({v['seeds_both_reached']} seeds)",
+                     pm((v["mean"], v["std"]), 2)])
+    return rows
+
+
+def budget_rows(r: dict) -> list[list[str]]:
+    rows = []
+    for name, s in r["summary"].items():
+        rows.append([f"budget: {name}: final learnable-mean accuracy", pm(s["final_accuracy_mean"])])
+        rows.append([f"budget: {name}: answer tokens, last {r['settings']['tail']} steps", pm(s["answer_tokens_tail"], 2)])
+    for k, v in r["ratios"].items():
+        rows.append([f"budget: {k}", pm(v, 3)])
+    return rows
+
+
+def guidance_rows(r: dict) -> list[list[str]]:
+    d = r["settings"]["dist"]
+    rows = []
+    for name, s in r["summary"].items():
+        rows.append([f"guidance: {name}: {d} groups with a learning signal", pm(s["signal_fraction"], 2)])
+        rows.append([f"guidance: {name}: {d} accuracy after {r['settings']['steps']} steps", pm(s["final_accuracy"][d], 3)])
+    for k, v in r["ratios"].items():
+        rows.append([f"guidance: {k}", pm(v, 3)])
+    return rows
+
+
+def speed_rows(r: dict) -> list[list[str]]:
+    st = r["settings"]
+    what = f"{st['params'] / 1e6:.0f}M model, {st['prompts']}x{st['n']} answers, {st['max_tokens']} tokens"
+    rows = [[f"speed ({what}): {name} s/step, s/1k tokens", f"{s['s_per_step']:.2f}, {s['s_per_1k_tokens']:.2f}"]
+            for name, s in r["systems"].items()]
+    rows += [[f"speed: {k}", f"{v:.2f}"] for k, v in r["ratios"].items()]
+    return rows
+
+
+def mfu_rows(r: dict) -> list[list[str]]:
+    rows = [[f"learner fwd+bwd+AdamW, {r['params'] / 1e6:.0f}M params, bf16, {r['batch']}x{r['seq']}: tokens/s",
+             f"{r['tokens_per_s']:,.0f}"]]
+    if "mfu" in r:
+        rows.append(["learner MFU (6N + attention; 6N only)", f"{100 * r['mfu']:.1f}%; {100 * r['mfu_6N_only']:.1f}%"])
+    return rows
+
+
+TABLES = {"curriculum": curriculum_rows, "budget": budget_rows, "guidance": guidance_rows, "speed_trl": speed_rows,
+          "gpu_learner_mfu": mfu_rows}
+
+
+def main() -> None:
+    print("| figure | value | hardware | command |")
+    print("|---|---|---|---|")
+    for name, rows_of in TABLES.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            print(f"| {name} | not measured | | |", file=sys.stdout)
+            continue
+        r = json.loads(path.read_text())
+        for fig, val in rows_of(r):
+            print(f"| {fig} | {val} | {hw(r)} | `{r.get('command', '')}` |")
+
+
+if __name__ == "__main__":
+    main()
