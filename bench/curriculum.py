@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-size", type=int, default=100, help="held-out prompts per distribution")
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--warmup-steps", type=int, default=50, help="SFT warm-up steps of the shared model")
+    p.add_argument("--warmup-steps", type=int, default=150, help="SFT warm-up steps of the shared model")
     p.add_argument("--target-gain", type=float, default=0.05,
                    help="target = untrained learnable-mean accuracy + this")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 6 steps")

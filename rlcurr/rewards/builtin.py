@@ -25,6 +25,7 @@ import math
 import re
 from typing import Any
 
+from rlcurr.curriculum.budget import length_penalty
 from rlcurr.rewards.registry import register
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -137,8 +138,7 @@ def length_budget(prompts, completions, budget=None, num_tokens=None, **kwargs) 
         if b is None or length is None:
             scores.append(None)
         else:
-            excess = max(0.0, float(length) - float(b))
-            scores.append(-min(1.0, excess / max(float(b), 1.0)))
+            scores.append(length_penalty(int(length), int(b), weight=1.0, cap=1.0))  # the recipe's reward weight scales it
     return scores
 
 
