@@ -1,9 +1,9 @@
 """Curriculum efficiency: uniform vs UCB (DUMP, METHODS 1) vs SEC (METHODS 2) sampling on the
 arith mixture add1 (easy), add2 (medium), add3 (hard), noise (unlearnable).
 
-Every arm trains the same SFT-warmed tiny model (a 50-step SFT warm-up as in the quickstart, done
-once and shared: add1 starts near 0.2, add2/add3 near 0; with the recipe's 400-step warm-up add1
-starts near 0.6 and GRPO at this lr pulled it *down* for both samplers, a measured dead end) with
+Every arm trains the same SFT-warmed tiny model (a 150-step SFT warm-up, done once and shared:
+add1 starts near 0.11, add2 0.03, add3 0; with the recipe's 400-step warm-up add1 starts near 0.6
+and GRPO at this lr pulled it *down* for both samplers, a measured dead end) with
 the same recipe (recipes/dump_arith.yaml, with lr 2e-4 after 10 warm-up steps as in the quickstart, 150 steps of 16 prompts x 16 answers,
 evaluation on 100 held-out prompts per distribution every 10 steps) and the same seeds; only
 `curriculum.sampler` differs. Why a curriculum can matter here: add1 starts near 50 % success,
