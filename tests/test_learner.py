@@ -71,3 +71,25 @@ def test_kl_to_reference_is_zero_before_any_update(model_dir):
     assert m["kl"] == pytest.approx(0.0, abs=1e-7)
     m = learner.train_step(_samples(), 1)
     assert m["kl"] > 0
+
+
+def test_on_policy_step_reuses_the_training_forward_for_old_logprobs(model_dir):
+    """epochs = mini_batches = 1: old logprobs come from the training forward (no separate pass);
+    the update and the engine/learner parity metric equal those of the separate-pass path."""
+    fast = Learner(model_dir, LearnerConfig(lr=1e-2), AlgoConfig(micro_batch_size=2), 10)
+    slow = Learner(model_dir, LearnerConfig(lr=1e-2), AlgoConfig(micro_batch_size=2), 10)
+    slow.old_from_training_forward = lambda samples: False
+    samples = _samples()
+    # engine logprobs = the learner's own, shifted by 0.01 per token: parity mean must be 0.01
+    exact = fast.logprobs(samples)
+    samples = [TrainSample(s.prompt_ids, s.response_ids, s.advantage, [x + 0.01 for x in lp])
+               for s, lp in zip(samples, exact)]
+    calls = []
+    fast.logprobs = lambda *a, **k: calls.append(1) or Learner.logprobs(fast, *a, **k)
+    m_fast, m_slow = fast.train_step(samples, 0), slow.train_step(samples, 0)
+    assert calls == []                                   # no separate forward on the fast path
+    assert m_fast["rollout/logprob_abs_diff_mean"] == pytest.approx(0.01, abs=1e-5)
+    assert m_fast["rollout/logprob_abs_diff_mean"] == pytest.approx(m_slow["rollout/logprob_abs_diff_mean"], abs=1e-6)
+    assert m_fast["grad_norm"] == pytest.approx(m_slow["grad_norm"], rel=1e-5)
+    for (n, p1), (_, p2) in zip(fast.model.named_parameters(), slow.model.named_parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6), n

@@ -135,7 +135,9 @@ class Learner:
         if not samples:
             return {}
         lr = self.set_lr(step)
-        old = self.sharded_logprobs(samples, behaviour=True)
+        reuse = self.old_from_training_forward(samples)
+        old = None if reuse else self.sharded_logprobs(samples, behaviour=True)
+        self._fresh_old = [[] for _ in samples]  # filled by the training forward when `reuse`
         ref = self.sharded_logprobs(samples, reference=True) if self.algo.kl_coef > 0 else None
         norm_len = max(len(s.response_ids) for s in samples)  # Dr.GRPO's constant: longest answer
         ppo_metrics: dict[str, float] = {}
@@ -147,6 +149,7 @@ class Learner:
         metrics = mean_of([self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac)
                            for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)])
         metrics["lr"] = lr
+        old = self._fresh_old if reuse else old
         metrics.update(logprob_parity(samples, old))
         if self.algo.tis_cap is not None:
             metrics.update(tis_metrics(samples, old, self.algo.tis_cap))
@@ -155,6 +158,15 @@ class Learner:
             metrics.update(ppo_metrics)
             metrics.update(self.critic.train_step(samples, old_values, norm_len))
         return metrics
+
+    def old_from_training_forward(self, samples: list[TrainSample]) -> bool:
+        """Fully on-policy (one optimizer step, no hinted answers, one rank, no LoRA dropout or
+        critic): the old policy IS the current one, so old logprobs are the training forward's,
+        detached (ratio 1, same gradient), instead of a separate forward pass; TRL does the same
+        with num_iterations = 1. Anything else keeps the separate pass."""
+        a = self.algo
+        return (a.epochs * a.mini_batches == 1 and a.tis_cap is None and self.critic is None and not self.is_lora
+                and dist_rank_world()[1] == 1 and not any(s.off_policy for s in samples))
 
     def gae_samples(self, samples: list[TrainSample]) -> tuple[list[TrainSample], list[list[float]], dict[str, float]]:
         """PPO: the critic's V_old per token, GAE from each answer's outcome reward, advantages
@@ -185,8 +197,11 @@ class Learner:
             micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
         for micro, weight in micro_batches:
             part = [samples[i] for i in micro]
-            loss, stats = self._micro_loss(part, [old[i] for i in micro], [ref[i] for i in micro] if ref else None, norm_len,
-                                           token_keep_frac)
+            loss, stats = self._micro_loss(part, [old[i] for i in micro] if old is not None else None,
+                                           [ref[i] for i in micro] if ref else None, norm_len, token_keep_frac)
+            if old is None:  # keep the training forward's logprobs as this step's old logprobs
+                for b, i in enumerate(micro):
+                    self._fresh_old[i] = self._last_logprobs_BT[b, : len(samples[i].response_ids)].tolist()
             (loss * weight).backward()
             if weight == 0:  # FSDP padding: no metrics
                 continue
@@ -220,7 +235,7 @@ class Learner:
         for p in self.model.parameters():
             torch.distributed.broadcast(p.data, src=0)
 
-    def _micro_loss(self, part: list[TrainSample], old: list[list[float]], ref: list[list[float]] | None,
+    def _micro_loss(self, part: list[TrainSample], old: list[list[float]] | None, ref: list[list[float]] | None,
                     norm_len: int, token_keep_frac: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev = self.device
         responses = [s.response_ids for s in part]
@@ -228,7 +243,9 @@ class Learner:
         T = logits_BTV.shape[1]
         logprobs_BT = token_logprobs(logits_BTV, responses, self.pad_id)
         mask_BT = response_mask([len(r) for r in responses], T).to(dev)
-        old_BT = pad_lists(old, T).to(dev)
+        # old None: fully on-policy, the current policy is the old one (see old_from_training_forward)
+        old_BT = logprobs_BT.detach() if old is None else pad_lists(old, T).to(dev)
+        self._last_logprobs_BT = logprobs_BT.detach()
         if part[0].token_advantages is not None:  # PPO: per-token GAE advantages, [B, T]
             adv = pad_lists([s.token_advantages for s in part], T).to(dev)
         else:  # GRPO family: one per answer, [B]
