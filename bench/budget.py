@@ -107,12 +107,8 @@ def main(argv=None) -> dict:
     print("\nratios (same seed, then mean ± std over seeds)")
     print(f"  final mean accuracy, tightening - fixed = {C.fmt(*ratios['accuracy_mean tightening-fixed'], 3)}")
     print(f"  answer tokens, tightening / fixed      = {C.fmt(*ratios['answer_tokens tightening/fixed'], 2)}")
-    result = {"settings": {**vars(args), "recipe": str(args.recipe), "arms": arms(args),
-                           "overrides": overrides(args)},
-              "baseline": baseline, "summary": summary, "runs": per_arm, "ratios": ratios}
-    if not args.quick:
-        C.write_result("budget", result, C.command_line())
-    return result
+    return C.save_bench("budget", args, arms(args), overrides(args), baseline=baseline, summary=summary, runs=per_arm,
+                        ratios=ratios)
 
 
 if __name__ == "__main__":

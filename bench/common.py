@@ -271,3 +271,11 @@ def run_bench(name: str, recipe: str | Path, arms: dict[str, list[str]], seeds: 
     baseline = runs[next(iter(arms))][0].evals[0]
     print("\nbefore RL: " + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in baseline.items() if k != "step"))
     return runs, baseline
+
+
+def save_bench(name: str, args, arms: dict[str, list[str]], overrides: list[str], **fields) -> dict:
+    """The bench's result (settings + `fields`), written to bench/results/<name>.json unless --quick."""
+    result = {"settings": {**vars(args), "recipe": str(args.recipe), "arms": arms, "overrides": overrides}, **fields}
+    if not args.quick:
+        write_result(name, result, command_line())
+    return result

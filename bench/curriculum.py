@@ -151,12 +151,8 @@ def main(argv=None) -> dict:
                   f"final mean accuracy {name} - uniform = {fm:+.3f}")
             if bounds:
                 print(f"    and < {', '.join(f'{b:.2f}' for b in bounds)} on seed(s) where only {name} reached it")
-    result = {"settings": {**vars(args), "recipe": str(args.recipe), "arms": arms,
-                           "overrides": overrides(args)},
-              "baseline": baseline, "target": target, "summary": summary, "runs": per_arm, "ratios": ratios}
-    if not args.quick:
-        C.write_result("curriculum", result, C.command_line())
-    return result
+    return C.save_bench("curriculum", args, arms, overrides(args), baseline=baseline, target=target,
+                        summary=summary, runs=per_arm, ratios=ratios)
 
 
 if __name__ == "__main__":

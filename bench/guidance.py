@@ -111,12 +111,8 @@ def main(argv=None) -> dict:
     print("\nratios (same seed, then mean ± std over seeds)")
     for k, v in ratios.items():
         print(f"  {k} = {C.fmt(*v, 3)}")
-    result = {"settings": {**vars(args), "recipe": str(args.recipe), "arms": ARMS,
-                           "overrides": overrides(args)},
-              "baseline": baseline, "summary": summary, "runs": per_arm, "ratios": ratios}
-    if not args.quick:
-        C.write_result("guidance", result, C.command_line())
-    return result
+    return C.save_bench("guidance", args, ARMS, overrides(args), baseline=baseline, summary=summary, runs=per_arm,
+                        ratios=ratios)
 
 
 if __name__ == "__main__":

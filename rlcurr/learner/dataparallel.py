@@ -31,14 +31,18 @@ def shard(items: list, rank: int, world: int) -> list:
     return items[start : start + size + (1 if rank < extra else 0)]
 
 
+def split_even(items: list, parts: int) -> list[list]:
+    """All `parts` contiguous shards of `items` (see `shard`); some are empty when parts > len."""
+    return [shard(items, p, parts) for p in range(parts)]
+
+
 def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Random) -> list[list[int]]:
     """`epochs` passes over the samples, each shuffled and split into `mini_batches` optimizer steps."""
-    parts = max(1, min(mini_batches, num_samples))
     out = []
     for _ in range(epochs):
         order = list(range(num_samples))
         rng.shuffle(order)
-        out += [shard(order, p, parts) for p in range(parts)]
+        out += split_even(order, max(1, min(mini_batches, num_samples)))
     return out
 
 

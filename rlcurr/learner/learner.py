@@ -137,7 +137,7 @@ class Learner:
         lr = self.set_lr(step)
         reuse = self.old_from_training_forward(samples)
         old = None if reuse else self.sharded_logprobs(samples, behaviour=True)
-        self._fresh_old = [[] for _ in samples]  # filled by the training forward when `reuse`
+        fresh_old = [[] for _ in samples] if reuse else None  # filled by the training forward
         ref = self.sharded_logprobs(samples, reference=True) if self.algo.kl_coef > 0 else None
         norm_len = max(len(s.response_ids) for s in samples)  # Dr.GRPO's constant: longest answer
         ppo_metrics: dict[str, float] = {}
@@ -146,10 +146,10 @@ class Learner:
         self.model.train()
         # PPO's critic warm-up: the first `critic_warmup` steps train only the critic.
         policy_epochs = 0 if self.critic is not None and step < self.algo.critic_warmup else self.algo.epochs
-        metrics = mean_of([self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac)
+        metrics = mean_of([self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac, fresh_old)
                            for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)])
         metrics["lr"] = lr
-        old = self._fresh_old if reuse else old
+        old = fresh_old if reuse else old
         metrics.update(logprob_parity(samples, old))
         if self.algo.tis_cap is not None:
             metrics.update(tis_metrics(samples, old, self.algo.tis_cap))
@@ -189,7 +189,10 @@ class Learner:
                    "critic/explained_variance": explained_variance(values_BT, returns_BT, mask_BT)}
         return out, old_values, metrics
 
-    def _optimizer_step(self, samples, indices, old, ref, norm_len, token_keep_frac=None) -> dict[str, float]:
+    def _optimizer_step(self, samples, indices, old, ref, norm_len, token_keep_frac=None,
+                        fresh_old: list[list[float]] | None = None) -> dict[str, float]:
+        """One AdamW step on the mini-batch `indices`. With old None (fully on-policy), each
+        answer's training-forward logprobs are written to fresh_old[i] as its old logprobs."""
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg)
@@ -197,11 +200,13 @@ class Learner:
             micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
         for micro, weight in micro_batches:
             part = [samples[i] for i in micro]
+            forward_logprobs: list[list[float]] = []
             loss, stats = self._micro_loss(part, [old[i] for i in micro] if old is not None else None,
-                                           [ref[i] for i in micro] if ref else None, norm_len, token_keep_frac)
-            if old is None:  # keep the training forward's logprobs as this step's old logprobs
-                for b, i in enumerate(micro):
-                    self._fresh_old[i] = self._last_logprobs_BT[b, : len(samples[i].response_ids)].tolist()
+                                           [ref[i] for i in micro] if ref else None, norm_len, token_keep_frac,
+                                           logprobs_out=forward_logprobs)
+            if old is None:  # the training forward's logprobs are this step's old logprobs
+                for i, lp in zip(micro, forward_logprobs):
+                    fresh_old[i] = lp
             (loss * weight).backward()
             if weight == 0:  # FSDP padding: no metrics
                 continue
@@ -236,7 +241,8 @@ class Learner:
             torch.distributed.broadcast(p.data, src=0)
 
     def _micro_loss(self, part: list[TrainSample], old: list[list[float]] | None, ref: list[list[float]] | None,
-                    norm_len: int, token_keep_frac: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    norm_len: int, token_keep_frac: float | None = None,
+                    logprobs_out: list[list[float]] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev = self.device
         responses = [s.response_ids for s in part]
         logits_BTV = response_logits(self.model, [s.prompt_ids for s in part], responses, self.pad_id)
@@ -245,7 +251,8 @@ class Learner:
         mask_BT = response_mask([len(r) for r in responses], T).to(dev)
         # old None: fully on-policy, the current policy is the old one (see old_from_training_forward)
         old_BT = logprobs_BT.detach() if old is None else pad_lists(old, T).to(dev)
-        self._last_logprobs_BT = logprobs_BT.detach()
+        if logprobs_out is not None:
+            logprobs_out += [logprobs_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
         if part[0].token_advantages is not None:  # PPO: per-token GAE advantages, [B, T]
             adv = pad_lists([s.token_advantages for s in part], T).to(dev)
         else:  # GRPO family: one per answer, [B]

@@ -36,17 +36,12 @@ import ray
 from ray.exceptions import RayActorError
 
 from rlcurr.errors import UserError
+from rlcurr.learner.dataparallel import split_even
 from rlcurr.types import Completion, GenRequest
 
 
 class RolloutWorkerFailure(RuntimeError):
     """Rollout workers kept dying: more restarts than allowed within one call."""
-
-
-def split_even(items: list, parts: int) -> list[list]:
-    """`parts` contiguous shares of nearly equal size (the last ones may be shorter or empty)."""
-    size = -(-len(items) // parts) if items else 0
-    return [items[i * size : (i + 1) * size] for i in range(parts)]
 
 
 class RolloutPool:
