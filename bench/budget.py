@@ -1,19 +1,24 @@
-"""Token-budget tightening (METHODS 3): a fixed budget vs an exponential tightening schedule that
-ends at the same budget, on recipes/budget_arith.yaml (add1 + add2, exact match + length penalty
-0.5 relative to the budget, slack 4 tokens past it).
+"""Train Long, Think Short (METHODS 3) on the chain testbed: budget tightening vs a fixed budget vs
+no budget, same SFT-warmed model (recipes/chain_uniform.yaml's: its traces mix verbose "b7=0" and
+terse "b0" steps, so the same computation fits in about 2 to 4 tokens a step) and same seeds.
 
-Arms (same shared SFT-warmed model, same seeds, same steps):
-  fixed       budget = `--end` tokens from the first step
-  tightening  budget = max(end, start * gamma ** floor(t / every)): 12, 8, 6, 4, ... (the recipe)
+Arms (the recipe plus the chain_answer reward and a length penalty, `length_budget`, weight 0.5):
+  none        no budget: answers as long as rollout.max_tokens allows
+  fixed       budget = `--end` tokens from step 0
+  tightening  budget = max(end, start * gamma ** floor(t / every)): 52, 41, 33, 26, 24 ... (METHODS 3)
+Generation stops at budget + `--slack` tokens; past the budget the penalty is -(tokens - B) / B
+(capped at 1) times 0.5. B = 24 lets every rung up to len10 answer tersely within budget (len08:
+18 tokens + EOS), and not verbosely (len08 verbose: 34).
 
-Measured per run: greedy held-out accuracy per distribution and learnable mean at the end
-(evaluation allows rollout.max_tokens = 12 tokens in both arms); mean answer tokens of the
-training rollouts over the last `--tail` steps, when both arms are under the same budget (the
-trainer does not log the length of evaluation answers). Ratios last: tightening - fixed for
-accuracy, tightening / fixed for answer tokens, per seed then mean ± std.
-METHODS 3 claims both improve (higher accuracy at similar or shorter length).
+Measured per run: held-out accuracy (sampled, as in the recipe; evaluation gets the recipe's full
+max_tokens in every arm, so a budget cannot win by truncating the eval) and the mean answer tokens
+of the training rollouts over the last `--tail` steps (when tightening has reached B). Per seed,
+then the mean and a 95 % bootstrap interval over seeds, of: final learnable mean per arm, answer
+tokens per arm, and the differences tightening - fixed, tightening - none (accuracy) and ratios
+tightening / none (tokens). The paper's claim: tightening keeps accuracy at about length B; a
+fixed B from the start loses accuracy; no budget keeps long answers.
 
-    python bench/budget.py            # 2 arms x 3 seeds
+    python bench/budget.py            # 3 arms x seeds 0-4
     python bench/budget.py --quick    # smoke
 """
 
@@ -28,53 +33,91 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
 
-RECIPE = C.RECIPES / "budget_arith.yaml"
+RECIPE = C.RECIPES / "chain_uniform.yaml"
+REWARDS = "rewards=[{name: envs.chain:chain_answer}, {name: length_budget, weight: 0.5}]"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", type=Path, default=RECIPE, help="another recipe with the same sections")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--start", type=int, default=12, help="tightening: first budget (tokens)")
-    p.add_argument("--end", type=int, default=4, help="final budget of both arms (tokens)")
-    p.add_argument("--gamma", type=float, default=0.7)
-    p.add_argument("--every", type=int, default=10, help="steps per budget stage")
-    p.add_argument("--eval-size", type=int, default=100)
-    p.add_argument("--tail", type=int, default=10, help="last steps averaged for answer tokens")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 6 steps")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--start", type=int, default=52)
+    p.add_argument("--end", type=int, default=24)
+    p.add_argument("--gamma", type=float, default=0.8)
+    p.add_argument("--every", type=int, default=4)
+    p.add_argument("--slack", type=int, default=4)
+    p.add_argument("--tail", type=int, default=5, help="steps at the end over which answer tokens are averaged")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 4 steps")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.every, args.eval_size, args.tail = "0", 6, 2, 20, 2
+        args.seeds, args.steps, args.every, args.tail = "0", 4, 1, 2
+        args.set += ["eval.every=2", "env.eval_size=8", "model.warmup.steps=100"]
     return args
 
 
 def arms(args) -> dict[str, list[str]]:
-    common = [f"curriculum.budget.end={args.end}", "curriculum.budget.shape=exponential",
-              f"curriculum.budget.gamma={args.gamma}", f"curriculum.budget.every={args.every}"]
-    return {"fixed": [*common, f"curriculum.budget.start={args.end}"],
-            "tightening": [*common, f"curriculum.budget.start={args.start}"]}
+    def budget(start: int) -> str:
+        return (f"curriculum.budget={{shape: exponential, start: {start}, end: {args.end}, gamma: {args.gamma}, "
+                f"every: {args.every}, slack: {args.slack}}}")
+    return {"none": [REWARDS], "fixed": [REWARDS, budget(args.end)], "tightening": [REWARDS, budget(args.start)]}
 
 
 def overrides(args) -> list[str]:
-    return [f"trainer.steps={args.steps}", f"eval.every={args.steps}", f"env.eval_size={args.eval_size}"]
+    return [f"trainer.steps={args.steps}", *args.set]
 
 
 def summarise_run(run: C.Run, tail: int) -> dict:
-    final = run.evals[-1]
-    last = run.steps[-tail:]
     budgets = [c["budget"]["default"] for c in run.curriculum if c.get("budget")]
     return {
         "seed": run.info["seed"],
         "final_accuracy": C.final_accuracy(run),
-        "final_accuracy_mean": final["eval/accuracy_mean"],
-        "answer_tokens_tail": statistics.fmean(m["response_length/mean"] for m in last),
-        "answer_tokens_all": statistics.fmean(m["response_length/mean"] for m in run.steps),
-        "truncated_frac_tail": statistics.fmean(m.get("truncated_frac", 0.0) for m in last),
+        "final_accuracy_mean": run.evals[-1]["eval/accuracy_mean"],
+        "answer_tokens_tail": statistics.fmean(m["response_length/mean"] for m in run.steps[-tail:]),
+        "answer_tokens_per_step": [m["response_length/mean"] for m in run.steps],
+        "accuracy_curve": [(e["step"], e["eval/accuracy_mean"]) for e in run.evals],
         "budget_first_last": [budgets[0], budgets[-1]] if budgets else None,
-        "answers_total": sum(C.answers_per_step(run)),
         "wall_s": run.wall_s,
     }
+
+
+def with_ci(xs: list[float]) -> dict:
+    return {"mean": statistics.fmean(xs), "ci95": C.bootstrap_ci(xs), "per_seed": xs}
+
+
+def compare(per_arm: dict[str, list[dict]]) -> dict:
+    t = per_arm["tightening"]
+    out = {}
+    for other in ("fixed", "none"):
+        o = per_arm[other]
+        out[f"accuracy tightening-{other}"] = with_ci([a["final_accuracy_mean"] - b["final_accuracy_mean"] for a, b in zip(t, o)])
+        out[f"answer tokens tightening/{other}"] = with_ci([a["answer_tokens_tail"] / b["answer_tokens_tail"] for a, b in zip(t, o)])
+    return out
+
+
+def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, runs in per_arm.items():
+        toks = np.array([r["answer_tokens_per_step"] for r in runs])
+        line, = ax.plot(toks.mean(0), label=name)
+        ax.fill_between(range(toks.shape[1]), toks.min(0), toks.max(0), color=line.get_color(), alpha=0.15)
+        steps = [s for s, _ in runs[0]["accuracy_curve"]]
+        acc = np.array([[a for _, a in r["accuracy_curve"]] for r in runs])
+        ax2.plot(steps, acc.mean(0), marker="o", color=line.get_color(), label=name)
+        ax2.fill_between(steps, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="step", ylabel="mean answer tokens (training rollouts)", title="answer length (band = min..max over seeds)")
+    ax2.set(xlabel="step", ylabel="held-out accuracy, learnable mean", title="accuracy (full max_tokens at eval)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> dict:
@@ -82,33 +125,25 @@ def main(argv=None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, baseline = C.run_bench("budget", args.recipe, arms(args), seeds, overrides(args))
     per_arm = {name: [summarise_run(r, args.tail) for r in rs] for name, rs in runs.items()}
-    dists = list(per_arm["fixed"][0]["final_accuracy"])
+    summary = {name: {"final_accuracy_mean": with_ci([r["final_accuracy_mean"] for r in rs]),
+                      "answer_tokens_tail": with_ci([r["answer_tokens_tail"] for r in rs]),
+                      "budget_first_last": rs[0]["budget_first_last"]} for name, rs in per_arm.items()}
+    rows = [[name, "-" if s["budget_first_last"] is None else "{}->{}".format(*s["budget_first_last"]),
+             ci_text(s["final_accuracy_mean"], 3), ci_text(s["answer_tokens_tail"], 1)] for name, s in summary.items()]
+    C.print_table(["arm", "budget first->last", "final learnable mean [95% CI]", f"answer tokens, last {args.tail} steps"], rows)
+    ratios = compare(per_arm)
+    print("\nper seed, then mean [95% bootstrap CI]")
+    for k, v in ratios.items():
+        print(f"  {k} = {ci_text(v, 3)}   per seed: {', '.join(f'{x:.3f}' for x in v['per_seed'])}")
+    if not args.quick:
+        plot(per_arm, C.RESULTS / "budget.png")
+    return C.save_bench("budget", args, arms(args), overrides(args), baseline=baseline, summary=summary,
+                        runs=per_arm, ratios=ratios)
 
-    header = ["arm", "budget first->last", *[f"final {d}" for d in dists], "final mean",
-              f"answer tokens (last {args.tail} steps)", "truncated frac (last)"]
-    rows, summary = [], {}
-    for name, rs in per_arm.items():
-        finals = {d: C.mean_std([r["final_accuracy"][d] for r in rs]) for d in dists}
-        fmean = C.mean_std([r["final_accuracy_mean"] for r in rs])
-        toks = C.mean_std([r["answer_tokens_tail"] for r in rs])
-        trunc = C.mean_std([r["truncated_frac_tail"] for r in rs])
-        summary[name] = {"final_accuracy": finals, "final_accuracy_mean": fmean, "answer_tokens_tail": toks,
-                         "truncated_frac_tail": trunc}
-        b = rs[0]["budget_first_last"]
-        rows.append([name, f"{b[0]}->{b[1]}" if b else "-", *[C.fmt(*finals[d], 2) for d in dists],
-                     C.fmt(*fmean, 3), C.fmt(*toks, 2), C.fmt(*trunc, 2)])
-    C.print_table(header, rows)
 
-    t, f = per_arm["tightening"], per_arm["fixed"]
-    acc_diff = [a["final_accuracy_mean"] - b["final_accuracy_mean"] for a, b in zip(t, f)]
-    tok_ratio = [a["answer_tokens_tail"] / b["answer_tokens_tail"] for a, b in zip(t, f)]
-    ratios = {"accuracy_mean tightening-fixed": C.mean_std(acc_diff),
-              "answer_tokens tightening/fixed": C.mean_std(tok_ratio)}
-    print("\nratios (same seed, then mean ± std over seeds)")
-    print(f"  final mean accuracy, tightening - fixed = {C.fmt(*ratios['accuracy_mean tightening-fixed'], 3)}")
-    print(f"  answer tokens, tightening / fixed      = {C.fmt(*ratios['answer_tokens tightening/fixed'], 2)}")
-    return C.save_bench("budget", args, arms(args), overrides(args), baseline=baseline, summary=summary, runs=per_arm,
-                        ratios=ratios)
+def ci_text(v: dict, digits: int) -> str:
+    lo, hi = v["ci95"]
+    return f"{v['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 if __name__ == "__main__":

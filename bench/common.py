@@ -175,6 +175,18 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def bootstrap_ci(xs: list[float], level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `xs` (nan, nan for no values)."""
+    import numpy as np
+
+    xs = np.asarray([x for x in xs if x is not None], dtype=float)
+    if xs.size == 0:
+        return float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(xs, size=(resamples, xs.size)).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
 def fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"

@@ -1,32 +1,37 @@
-"""Curriculum efficiency: uniform vs UCB (DUMP, METHODS 1) vs SEC (METHODS 2) sampling on the
-arith mixture add1 (easy), add2 (medium), add3 (hard), noise (unlearnable).
+"""Curriculum efficiency, compute-matched (as SPEED-RL, AdaRFT and DOTS report theirs): how many
+answers (and tokens, and seconds) each distribution sampler needs to reach uniform sampling's
+final held-out accuracy, on the chain testbed (envs/chain.py, recipes/chain_uniform.yaml).
 
-Every arm trains the same SFT-warmed tiny model (a 150-step SFT warm-up, done once and shared:
-add1 starts near 0.11, add2 0.03, add3 0; with the recipe's 400-step warm-up add1 starts near 0.6
-and GRPO at this lr pulled it *down* for both samplers, a measured dead end) with
-the same recipe (recipes/dump_arith.yaml, with lr 2e-4 after 10 warm-up steps as in the quickstart, 150 steps of 16 prompts x 16 answers,
-evaluation on 100 held-out prompts per distribution every 10 steps) and the same seeds; only
-`curriculum.sampler` differs. Why a curriculum can matter here: add1 starts near 50 % success,
-where a group's mean |A| is largest, while add3 and noise give all-wrong groups (|A| = 0) that
-uniform sampling keeps paying for. Measured per run, from metrics.jsonl / curriculum.jsonl:
+Arms (same SFT-warmed model, same seeds, same steps; only the sampler differs):
+  uniform    every distribution equally often
+  ucb        DUMP (METHODS 1)
+  sec        Self-Evolving Curriculum (METHODS 2)
+  alp_gmm    ALP-GMM over the rung index (METHODS 8)
+  ucb_dapo   DUMP + DAPO dynamic sampling (METHODS 5): zero-variance groups dropped and refilled
 
-- rollouts (answers generated for training) until the greedy held-out accuracy averaged over the
-  learnable distributions (add1, add2, add3; `eval/accuracy_mean`) first reaches the target =
-  the untrained model's accuracy + `--target-gain` (checked at every evaluation, so resolution
-  is eval.every steps); "not reached" counts are reported, never imputed;
-- final held-out accuracy per distribution and the learnable mean;
-- the share of answers each distribution received (what the curriculum did).
+For each seed the target is uniform's final learnable-mean accuracy on that seed (greedy-free:
+the mean over `eval.samples` sampled answers per held-out prompt, every rung but `noise`). For
+every arm: answers generated (every training answer: refill rounds and hinted re-rolls count) until
+the first evaluation at or above the target, the same in tokens and in seconds of training steps;
+ratio arm / uniform per seed, then the mean and a 95 % bootstrap interval over seeds. An arm that
+never reaches the target on a seed is counted at its whole run (a lower bound on its ratio, so the
+interval favours the arm there) and reported as not reached.
 
-Ratios last: rollouts-to-target of ucb / uniform and sec / uniform, per seed (same seed, same
-model) then mean ± std over the seeds where both arms reached the target.
+Also reported: final accuracy per rung, the share of answers each rung received, and forgetting
+(the largest drop, from before RL to the end, of any rung that started solved, >= 0.9).
+Precondition, printed first: under uniform sampling every rung that starts in the learnable band
+(0.1-0.7) gains >= 0.15 held-out accuracy by the end (mean over seeds). If it fails the ratios say
+nothing about curricula and the bench says so.
 
-    python bench/curriculum.py            # 3 samplers x 3 seeds (~15-20 min on 2 idle cores)
-    python bench/curriculum.py --quick    # smoke: 1 seed, few steps
+    python bench/curriculum.py                    # 5 arms x seeds 0-4 (< 60 min on 2 idle cores)
+    python bench/curriculum.py --seeds 100,101    # the seeds the settings were chosen on
+    python bench/curriculum.py --quick            # smoke: 2 arms, 1 seed, a few steps (< 3 min)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -34,37 +39,77 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
 
-RECIPE = C.RECIPES / "dump_arith.yaml"
+RECIPE = C.RECIPES / "chain_uniform.yaml"
 ARMS = {
     "uniform": ["curriculum.sampler=uniform"],
-    "ucb": ["curriculum.sampler=ucb"],  # the recipe's METHODS 1 defaults: c 1.0, tau 0.1, window 300
-    "sec": ["curriculum.sampler=sec", "curriculum.sec.alpha=0.5", "curriculum.sec.tau=0.2"],  # as sec_arith.yaml
+    "ucb": ["curriculum.sampler=ucb"],         # METHODS 1 defaults: c 1.0, tau 0.1, window 300
+    "sec": ["curriculum.sampler=sec"],         # METHODS 2 defaults: alpha 0.1, tau 1.0
+    "alp_gmm": ["curriculum.sampler=alp_gmm"],  # METHODS 8 defaults; task parameter = rung index
+    "ucb_dapo": ["curriculum.sampler=ucb", "curriculum.dynamic_sampling={max_rounds: 8}"],
 }
+BAND = (0.1, 0.7)       # a rung starting in this accuracy range is "in the learnable band"
+SOLVED = 0.9
+MIN_GAIN = 0.15         # the precondition: uniform raises every in-band rung by this much
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", type=Path, default=RECIPE, help="another recipe with the same sections")
-    p.add_argument("--arms", default="uniform,ucb,sec", help=f"comma list of {list(ARMS)}")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--eval-size", type=int, default=100, help="held-out prompts per distribution")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--warmup-steps", type=int, default=150, help="SFT warm-up steps of the shared model")
-    p.add_argument("--target-gain", type=float, default=0.05,
-                   help="target = untrained learnable-mean accuracy + this")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 6 steps")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {list(ARMS)} (uniform first)")
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE]",
+                   help="an extra arm, e.g. ucb_c0.3=curriculum.sampler=ucb,curriculum.ucb.c=0.3")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's trainer.steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
+    p.add_argument("--tag", default="curriculum", help="results file bench/results/<tag>.json")
+    p.add_argument("--quick", action="store_true", help="smoke run: uniform + ucb, 1 seed, 6 steps")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.eval_every, args.eval_size, args.warmup_steps = "0", 6, 3, 20, 20
+        args.arms, args.seeds, args.steps = "uniform,ucb", "0", 6
+        args.set += ["eval.every=3", "env.eval_size=8", "model.warmup.steps=100"]
     return args
 
 
+def arms_from(args) -> dict[str, list[str]]:
+    arms = {a: ARMS[a] for a in args.arms.split(",") if a}
+    for spec in args.arm:
+        name, _, overrides = spec.partition("=")
+        arms[name] = overrides.split(",")
+    if next(iter(arms)) != "uniform":
+        raise SystemExit("error: --arms must start with uniform (every ratio is against it)")
+    return arms
+
+
 def overrides(args) -> list[str]:
-    warm = [] if args.warmup_steps is None else [f"model.warmup.steps={args.warmup_steps}"]
-    return [f"trainer.steps={args.steps}", f"eval.every={args.eval_every}", f"env.eval_size={args.eval_size}",
-            f"learner.lr={args.lr}", "learner.schedule.warmup_steps=10", *warm]
+    return ([f"trainer.steps={args.steps}"] if args.steps else []) + list(args.set)
+
+
+# ---------------------------------------------------------------- one run
+
+
+def learnable(run: C.Run) -> list[str]:
+    return [k.removeprefix("eval/accuracy/") for k in C.eval_keys(run) if not k.endswith("/noise")]
+
+
+def spend_curve(run: C.Run) -> list[dict]:
+    """Every evaluation with what had been spent on training before it: answers, tokens and
+    seconds of training steps (evaluation time excluded), the step -1 baseline first."""
+    spent, total = {}, {"answers": 0, "tokens": 0, "seconds": 0.0}
+    for m in run.steps:
+        total = {"answers": total["answers"] + m["rollout/answers_generated"],
+                 "tokens": total["tokens"] + m["rollout/tokens_generated"],
+                 "seconds": total["seconds"] + m["time/step"]}
+        spent[m["step"]] = total
+    zero = {"answers": 0, "tokens": 0, "seconds": 0.0}
+    return [{"step": e["step"], **spent.get(e["step"], zero), "accuracy_mean": e["eval/accuracy_mean"],
+             "accuracy": {d: e[f"eval/accuracy/{d}"] for d in learnable(run)}} for e in run.evals]
+
+
+def first_reach(curve: list[dict], target: float, what: str) -> float | None:
+    for point in curve:
+        if point["accuracy_mean"] >= target - 1e-9:
+            return point[what]
+    return None
 
 
 def share_of_answers(run: C.Run) -> dict[str, float]:
@@ -76,83 +121,137 @@ def share_of_answers(run: C.Run) -> dict[str, float]:
     return {d: v / total for d, v in planned.items()}
 
 
-def summarise_run(run: C.Run, target: float) -> dict:
-    curve = C.eval_curve(run)
-    final = run.evals[-1]
-    return {
-        "seed": run.info["seed"],
-        "rollouts_to_target": C.rollouts_to_target(curve, target),
-        "tokens_to_target": _tokens_at(run, C.rollouts_to_target(curve, target)),
-        "final_accuracy": C.final_accuracy(run),
-        "final_accuracy_mean": final["eval/accuracy_mean"],
-        "share_of_answers": share_of_answers(run),
-        "answers_total": sum(C.answers_per_step(run)),
-        "curve": [(step, answers, acc) for step, answers, acc in curve],
-        "wall_s": run.wall_s,
-    }
+def summarise_run(run: C.Run) -> dict:
+    curve = spend_curve(run)
+    start, final = curve[0]["accuracy"], curve[-1]["accuracy"]
+    solved = [d for d, a in start.items() if a >= SOLVED]
+    return {"seed": run.info["seed"], "curve": curve, "start_accuracy": start, "final_accuracy": final,
+            "final_accuracy_mean": curve[-1]["accuracy_mean"], "share_of_answers": share_of_answers(run),
+            "forgetting": max([start[d] - final[d] for d in solved], default=0.0),
+            "spent": {k: curve[-1][k] for k in ("answers", "tokens", "seconds")}, "wall_s": run.wall_s}
 
 
-def _tokens_at(run: C.Run, answers: int | None) -> int | None:
-    """Generated answer tokens spent when `answers` answers had been generated."""
-    if answers is None:
-        return None
-    spent_answers = C.cumulative(C.answers_per_step(run))
-    spent_tokens = C.cumulative([m.get("tokens", 0) for m in run.steps])
-    for a, t in zip(spent_answers, spent_tokens):
-        if a >= answers:
-            return int(t)
-    return 0
+# ---------------------------------------------------------------- across runs
+
+
+def precondition(uniform: list[dict]) -> dict:
+    """Rungs by their accuracy before RL (mean over seeds); uniform's gain on each in-band rung."""
+    rungs = list(uniform[0]["start_accuracy"])
+    start = {d: statistics.fmean(r["start_accuracy"][d] for r in uniform) for d in rungs}
+    gain = {d: statistics.fmean(r["final_accuracy"][d] - r["start_accuracy"][d] for r in uniform) for d in rungs}
+    band = [d for d in rungs if BAND[0] <= start[d] <= BAND[1]]
+    return {"start": start, "uniform_gain": gain, "solved": [d for d in rungs if start[d] >= SOLVED],
+            "in_band": band, "out_of_reach": [d for d in rungs if start[d] < BAND[0]],
+            "passed": bool(band) and all(gain[d] >= MIN_GAIN for d in band), "min_gain": MIN_GAIN}
+
+
+def to_target(per_arm: dict[str, list[dict]], what: str) -> dict[str, dict]:
+    """Per arm and seed: `what` spent to reach uniform's final accuracy on that seed, and the
+    ratio to uniform's own; mean and 95 % bootstrap interval of the ratios."""
+    out = {}
+    for name, runs in per_arm.items():
+        per_seed = []
+        for r, u in zip(runs, per_arm["uniform"]):
+            target = u["final_accuracy_mean"]
+            mine, theirs = first_reach(r["curve"], target, what), first_reach(u["curve"], target, what)
+            reached = mine is not None
+            value = mine if reached else r["spent"][what]
+            per_seed.append({"seed": r["seed"], "target": target, "reached": reached, what: value,
+                             "ratio": value / theirs if theirs else None})
+        ratios = [s["ratio"] for s in per_seed if s["ratio"] is not None]
+        out[name] = {"per_seed": per_seed, "reached": sum(s["reached"] for s in per_seed),
+                     "ratio_mean": statistics.fmean(ratios) if ratios else None,
+                     "ratio_ci95": C.bootstrap_ci(ratios)}
+    return out
+
+
+def summarise_arms(per_arm: dict[str, list[dict]]) -> dict:
+    rungs = list(per_arm["uniform"][0]["final_accuracy"])
+    out = {}
+    for name, runs in per_arm.items():
+        share = {d: statistics.fmean(r["share_of_answers"].get(d, 0.0) for r in runs) for d in runs[0]["share_of_answers"]}
+        out[name] = {"final_accuracy": {d: C.mean_std([r["final_accuracy"][d] for r in runs]) for d in rungs},
+                     "final_accuracy_mean": C.mean_std([r["final_accuracy_mean"] for r in runs]),
+                     "forgetting": C.mean_std([r["forgetting"] for r in runs]),
+                     "answers_total": C.mean_std([r["spent"]["answers"] for r in runs]),
+                     "share_of_answers": share}
+    return out
+
+
+def print_report(pre: dict, summary: dict, targets: dict[str, dict]) -> None:
+    print("\nprecondition (uniform): rungs before RL " + ", ".join(f"{d} {a:.2f}" for d, a in pre["start"].items()))
+    print(f"  solved {pre['solved']}, in band {pre['in_band']}, out of reach {pre['out_of_reach']}")
+    print("  uniform gain per in-band rung: " + ", ".join(f"{d} {pre['uniform_gain'][d]:+.2f}" for d in pre["in_band"])
+          + f" -> {'PASSED' if pre['passed'] else 'FAILED'} (each >= {pre['min_gain']})")
+    rungs = list(next(iter(summary.values()))["final_accuracy"])
+    header = ["arm", "final mean", "forgetting", *rungs, "share of answers " + "/".join(summary["uniform"]["share_of_answers"])]
+    rows = [[name, C.fmt(*s["final_accuracy_mean"], 3), C.fmt(*s["forgetting"], 2),
+             *[f"{s['final_accuracy'][d][0]:.2f}" for d in rungs],
+             "/".join(f"{v:.2f}" for v in s["share_of_answers"].values())] for name, s in summary.items()]
+    print()
+    C.print_table(header, rows)
+    print("\nratios to reach uniform's final accuracy (arm / uniform, same seed; < 1 = cheaper than uniform)")
+    for what, t in targets.items():
+        for name, r in t.items():
+            if name == "uniform":
+                continue
+            lo, hi = r["ratio_ci95"]
+            per = ", ".join(f"{s['ratio']:.2f}{'' if s['reached'] else '+'}" for s in r["per_seed"] if s["ratio"])
+            print(f"  {what:>8} {name}/uniform = {C.fmt(r['ratio_mean'], None, 2)} [95% CI {C.fmt(lo, None, 2)}, "
+                  f"{C.fmt(hi, None, 2)}], reached {r['reached']}/{len(r['per_seed'])}  per seed: {per}")
+    print("  (+ = never reached; counted at its whole run, a lower bound)")
+
+
+def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
+    """Learnable-mean accuracy vs answers generated per arm (mean over seeds, band = min..max),
+    and uniform's vs ucb's per-rung curves on the first seed (the climb)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for name, runs in per_arm.items():
+        grid = np.linspace(0, min(r["curve"][-1]["answers"] for r in runs), 60)
+        ys = np.array([np.interp(grid, [p["answers"] for p in r["curve"]], [p["accuracy_mean"] for p in r["curve"]])
+                       for r in runs])
+        line, = ax.plot(grid, ys.mean(0), label=name)
+        ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="answers generated for training", ylabel="held-out accuracy, learnable mean",
+           title=f"samplers vs uniform ({len(next(iter(per_arm.values())))} seeds; band = min..max)")
+    ax.legend()
+    for name, style in (("uniform", "--"), ("ucb", "-")):
+        if name not in per_arm:
+            continue
+        curve = per_arm[name][0]["curve"]
+        for i, d in enumerate(curve[0]["accuracy"]):
+            ax2.plot([p["step"] for p in curve], [p["accuracy"][d] for p in curve], style, color=f"C{i}",
+                     label=d if name == "uniform" else None)
+    ax2.set(xlabel="step", ylabel="held-out accuracy", title="per rung, first seed: uniform (--) vs ucb (-)")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    arms = {a: ARMS[a] for a in args.arms.split(",")}
+    arms = arms_from(args)
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs, baseline = C.run_bench("curriculum", args.recipe, arms, seeds, overrides(args))
-
-    target = baseline["eval/accuracy_mean"] + args.target_gain
-    per_arm = {name: [summarise_run(r, target) for r in rs] for name, rs in runs.items()}
-    dists = list(per_arm[next(iter(arms))][0]["final_accuracy"])
-
-    print(f"target: learnable-mean accuracy >= {target:.3f} (before RL + {args.target_gain})\n")
-    header = ["arm", "rollouts to target (mean ± std)", "reached", *[f"final {d}" for d in dists], "final mean",
-              "share of answers " + "/".join(dists)]
-    rows = []
-    summary = {}
-    for name, rs in per_arm.items():
-        reached = [r["rollouts_to_target"] for r in rs if r["rollouts_to_target"] is not None]
-        m, s = C.mean_std(reached)
-        finals = {d: C.mean_std([r["final_accuracy"][d] for r in rs]) for d in dists}
-        fmean = C.mean_std([r["final_accuracy_mean"] for r in rs])
-        share = {d: C.mean_std([r["share_of_answers"].get(d, 0.0) for r in rs])[0] for d in dists}
-        summary[name] = {"rollouts_to_target": [m, s], "reached": len(reached), "seeds": len(rs),
-                         "final_accuracy": finals, "final_accuracy_mean": fmean, "share_of_answers": share}
-        rows.append([name, C.fmt(m, s, 0), f"{len(reached)}/{len(rs)}", *[C.fmt(*finals[d], 2) for d in dists],
-                     C.fmt(*fmean, 3), "/".join(f"{share[d]:.2f}" for d in dists)])
-    C.print_table(header, rows)
-
-    ratios = {}
-    if "uniform" in per_arm:
-        print("\nratios (rollouts to target, arm / uniform, same seed; < 1: fewer rollouts than uniform)")
-        for name, rs in per_arm.items():
-            if name == "uniform":
-                continue
-            pairs = [(a["rollouts_to_target"], u["rollouts_to_target"]) for a, u in zip(rs, per_arm["uniform"])]
-            both = [a / u for a, u in pairs if a is not None and u is not None and u > 0]
-            # Seeds where this arm reached the target and uniform never did: the ratio is below
-            # (this arm's rollouts) / (uniform's whole run); reported as a bound, not averaged in.
-            bounds = [a / ut["answers_total"] for (a, u), ut in zip(pairs, per_arm["uniform"]) if a is not None and u is None]
-            m, s = C.mean_std(both)
-            fm = summary[name]["final_accuracy_mean"][0] - summary["uniform"]["final_accuracy_mean"][0]
-            ratios[f"{name}/uniform"] = {"mean": m, "std": s, "per_seed": both, "seeds_both_reached": len(both),
-                                         "upper_bounds_uniform_not_reached": bounds, "final_mean_accuracy_diff": fm}
-            print(f"  {name}/uniform = {C.fmt(m, s, 2)} over {len(both)} seed(s) where both reached the target "
-                  f"(per seed: {', '.join(f'{x:.2f}' for x in both) or 'none'}); "
-                  f"final mean accuracy {name} - uniform = {fm:+.3f}")
-            if bounds:
-                print(f"    and < {', '.join(f'{b:.2f}' for b in bounds)} on seed(s) where only {name} reached it")
-    return C.save_bench("curriculum", args, arms, overrides(args), baseline=baseline, target=target,
-                        summary=summary, runs=per_arm, ratios=ratios)
+    runs, baseline = C.run_bench(args.tag, args.recipe, arms, seeds, overrides(args))
+    per_arm = {name: [summarise_run(r) for r in rs] for name, rs in runs.items()}
+    pre = precondition(per_arm["uniform"])
+    summary = summarise_arms(per_arm)
+    targets = {what: to_target(per_arm, what) for what in ("answers", "tokens", "seconds")}
+    print_report(pre, summary, targets)
+    if not pre["passed"]:
+        print("\nPRECONDITION FAILED: uniform does not lift every in-band rung; the ratios above do not decide "
+              "whether a curriculum saves compute on this testbed.")
+    if not args.quick:
+        plot(per_arm, C.RESULTS / f"{args.tag}.png")
+    return C.save_bench(args.tag, args, arms, overrides(args), baseline=baseline, precondition=pre, summary=summary,
+                        to_target=targets, runs=per_arm)
 
 
 if __name__ == "__main__":

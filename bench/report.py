@@ -25,37 +25,38 @@ def hw(r: dict) -> str:
     return f"{h.get('cores', '?')} CPU cores ({h.get('cpu', '?')})"
 
 
+def ci(mean, interval, digits: int = 2) -> str:
+    lo, hi = interval
+    return "n/a" if mean is None else f"{mean:.{digits}f} [95% CI {lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def curriculum_rows(r: dict) -> list[list[str]]:
-    rows = []
+    pre = r["precondition"]
+    gains = ", ".join(f"{d} {pre['uniform_gain'][d]:+.2f}" for d in pre["in_band"])
+    rows = [[f"curriculum: precondition (uniform lifts every in-band rung by >= {pre['min_gain']})",
+             f"{'passed' if pre['passed'] else 'FAILED'}: {gains}"]]
     for name, s in r["summary"].items():
-        rows.append([f"curriculum: {name}: answers to learnable-mean acc >= {r['target']:.3f} "
-                     f"({s['reached']}/{s['seeds']} seeds reached)", pm(s["rollouts_to_target"], 0)])
-        rows.append([f"curriculum: {name}: final learnable-mean accuracy", pm(s["final_accuracy_mean"])])
-    for k, v in r["ratios"].items():
-        rows.append([f"curriculum: rollouts-to-target ratio {k} ({v['seeds_both_reached']} seeds)",
-                     pm((v["mean"], v["std"]), 2)])
+        rows.append([f"curriculum: {name}: final learnable-mean accuracy; forgetting",
+                     f"{pm(s['final_accuracy_mean'])}; {pm(s['forgetting'], 2)}"])
+    for what, arms in r["to_target"].items():
+        for name, t in arms.items():
+            if name != "uniform":
+                rows.append([f"curriculum: {what} to reach uniform's final accuracy, {name}/uniform "
+                             f"(reached {t['reached']}/{len(t['per_seed'])} seeds)", ci(t["ratio_mean"], t["ratio_ci95"])])
     return rows
 
 
 def budget_rows(r: dict) -> list[list[str]]:
-    rows = []
-    for name, s in r["summary"].items():
-        rows.append([f"budget: {name}: final learnable-mean accuracy", pm(s["final_accuracy_mean"])])
-        rows.append([f"budget: {name}: answer tokens, last {r['settings']['tail']} steps", pm(s["answer_tokens_tail"], 2)])
-    for k, v in r["ratios"].items():
-        rows.append([f"budget: {k}", pm(v, 3)])
+    rows = [[f"budget: {name}: final learnable mean; answer tokens (last {r['settings']['tail']} steps)",
+             f"{ci(s['final_accuracy_mean']['mean'], s['final_accuracy_mean']['ci95'], 3)}; "
+             f"{ci(s['answer_tokens_tail']['mean'], s['answer_tokens_tail']['ci95'], 1)}"] for name, s in r["summary"].items()]
+    rows += [[f"budget: {k}", ci(v["mean"], v["ci95"], 3)] for k, v in r["ratios"].items()]
     return rows
 
 
 def guidance_rows(r: dict) -> list[list[str]]:
-    d = r["settings"]["dist"]
-    rows = []
-    for name, s in r["summary"].items():
-        rows.append([f"guidance: {name}: {d} groups with a learning signal", pm(s["signal_fraction"], 2)])
-        rows.append([f"guidance: {name}: {d} accuracy after {r['settings']['steps']} steps", pm(s["final_accuracy"][d], 3)])
-    for k, v in r["ratios"].items():
-        rows.append([f"guidance: {k}", pm(v, 3)])
-    return rows
+    return [[f"guidance ({r['settings']['dist']} from {r['start_accuracy']:.3f}): {k}", ci(v["mean"], v["ci95"], 3)]
+            for k, v in r["ratios"].items()]
 
 
 def speed_rows(r: dict) -> list[list[str]]:

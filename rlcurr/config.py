@@ -157,8 +157,22 @@ class TrainerConfig(Section):
 
 
 class EvalConfig(Section):
+    """Held-out accuracy per distribution. Greedy by default; with `temperature` > 0 each prompt gets
+    `samples` answers and the accuracy is their mean (avg@k, as DAPO reports): what a sampled
+    policy gets right, which greedy decoding hides when RL sharpens a distribution whose argmax
+    was already right."""
+
     every: int = Field(10, ge=0, description="0 = only before and after training")
     max_tokens: int | None = None  # default: rollout.max_tokens
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    samples: int = Field(1, ge=1, description="answers per held-out prompt (needs temperature > 0 when > 1)")
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> "EvalConfig":
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"eval.samples: {self.samples} answers per prompt at eval.temperature 0 (greedy) "
+                             f"would all be the same; set eval.temperature > 0 or eval.samples: 1")
+        return self
 
 
 class WandbConfig(Section):
@@ -180,10 +194,11 @@ class LoggingConfig(Section):
     progress: bool = True
 
 
+from envs.chain import ChainConfig  # noqa: E402
 from envs.math import MathConfig  # noqa: E402
 from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
 
-EnvConfig = Annotated[Union[ArithConfig, ReasoningGymConfig, MathConfig], Field(discriminator="name")]
+EnvConfig = Annotated[Union[ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig], Field(discriminator="name")]
 
 
 ENV_NAMES = {get_args(c.model_fields["name"].annotation)[0] for c in get_args(get_args(EnvConfig)[0])}

@@ -197,6 +197,7 @@ class Trainer:
         outcomes fills a batch slot like any mixed group, so it saves refill rounds.
         """
         need = self.cfg.trainer.prompts_per_step
+        self.spent = {"answers": 0, "tokens": 0}  # every training answer generated this step (rollout, guide)
         batch: list[ScoredGroup] = []
         generated: list[ScoredGroup] = []
         dropped = rounds = 0
@@ -218,7 +219,8 @@ class Trainer:
             rounds += 1
         if len(batch) < need:
             raise DynamicSamplingExhausted(rounds, len(batch), need)
-        stats: dict = {"groups_dropped": dropped}
+        stats: dict = {"groups_dropped": dropped, "rollout/answers_generated": self.spent["answers"],
+                       "rollout/tokens_generated": self.spent["tokens"]}
         if self.cfg.curriculum.dynamic_sampling is not None:
             stats.update({"filter/rounds": rounds, "filter/groups_generated": len(generated),
                           "filter/groups_surplus": len(batch) - need})
@@ -252,8 +254,15 @@ class Trainer:
     def rollout(self, plan: BatchPlan) -> list[tuple[PlannedPrompt, list[int], list]]:
         prompt_ids = [self.encode(item.prompt) for item in plan.items]
         requests = [self.train_request(plan, ids, item.max_tokens) for ids, item in zip(prompt_ids, plan.items)]
-        completions = self.generate(requests)
+        completions = self.generate_for_training(requests)
         return list(zip(plan.items, prompt_ids, completions))
+
+    def generate_for_training(self, requests: list[GenRequest]) -> list[list]:
+        """`generate`, counting the answers and tokens spent (the compute a curriculum saves)."""
+        completions = self.generate(requests)
+        self.spent["answers"] += sum(len(cs) for cs in completions)
+        self.spent["tokens"] += sum(len(c.token_ids) for cs in completions for c in cs)
+        return completions
 
     def generate(self, requests: list[GenRequest]) -> list[list]:
         """Spread over the rollout workers (contiguous shares, dead workers replaced); results in order."""
@@ -300,7 +309,7 @@ class Trainer:
         hinted_ids = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
         requests = [self.train_request(plan, ids, g.max_tokens) for ids, g in zip(hinted_ids, failed)]
         rolled = [(PlannedPrompt(g.prompt, g.max_tokens), ids, comps)
-                  for g, ids, comps in zip(failed, hinted_ids, self.generate(requests))]
+                  for g, ids, comps in zip(failed, hinted_ids, self.generate_for_training(requests))]
         out = list(groups)
         for i, g_old, g_new in zip(chosen, failed, self.score(t, rolled)):
             g_new.behaviour_prompt_ids, g_new.prompt_ids, g_new.off_policy = g_new.prompt_ids, g_old.prompt_ids, True
@@ -334,12 +343,14 @@ class Trainer:
         out = {}
         items = [PlannedPrompt(p, max_tokens) for d in self.env.distributions() for p in self.env.eval_prompts(d)]
         ids = [self.encode(it.prompt) for it in items]
-        comps = self.generate([GenRequest(i, 1, max_tokens, temperature=0.0) for i in ids])
-        prompts = [self.tokenizer.decode(i) for i in ids]
-        scores = self.verifier.score(prompts, [c[0].text for c in comps], build_columns([it.prompt for it in items]))
+        k, temperature = self.cfg.eval.samples, self.cfg.eval.temperature
+        comps = self.generate([GenRequest(i, k, max_tokens, temperature=temperature) for i in ids])
+        prompts = [self.tokenizer.decode(i) for i in ids for _ in range(k)]
+        per_answer = [it.prompt for it in items for _ in range(k)]
+        scores = self.verifier.score(prompts, [c.text for cs in comps for c in cs], build_columns(per_answer))
         per_dist: dict[str, list[float]] = {}
-        for it, s in zip(items, scores.totals):
-            per_dist.setdefault(it.prompt.distribution, []).append(float(s > 0))
+        for p, s in zip(per_answer, scores.totals):
+            per_dist.setdefault(p.distribution, []).append(float(s is not None and s > 0))
         for d, v in per_dist.items():
             out[f"eval/accuracy/{d}"] = sum(v) / len(v)
         learnable = [out[f"eval/accuracy/{d}"] for d in per_dist if d not in self.env.unlearnable]

@@ -1,5 +1,6 @@
 """The benches' own arithmetic: what they count must be right before their ratios mean anything."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -41,3 +42,45 @@ def test_qwen2_half_billion_shape_and_flops_formula():
 def test_mfu_script_runs_on_cpu():
     r = mfu.main(["--cpu-smoke"])
     assert r["tokens_per_s"] > 0 and r["params"] > 0 and "mfu" not in r   # no peak known for a CPU
+
+
+def test_bootstrap_interval_brackets_the_mean_and_collapses_for_constant_values():
+    lo, hi = C.bootstrap_ci([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert 0.5 <= lo < 0.7 < hi <= 0.9           # mean 0.7 inside, never beyond the extremes
+    assert C.bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)  # exact in binary: no rounding in the means
+    assert all(math.isnan(x) for x in C.bootstrap_ci([]))
+
+
+from bench import curriculum as CB  # noqa: E402
+
+
+def _run(seed, points):
+    """A summarised run: (answers spent, learnable mean) per evaluation."""
+    curve = [{"step": i, "answers": a, "tokens": 10 * a, "seconds": a / 100, "accuracy_mean": m, "accuracy": {}}
+             for i, (a, m) in enumerate(points)]
+    return {"seed": seed, "curve": curve, "final_accuracy_mean": points[-1][1],
+            "spent": {k: curve[-1][k] for k in ("answers", "tokens", "seconds")}}
+
+
+def test_ratio_is_answers_to_reach_uniforms_final_value_on_the_same_seed():
+    uniform = [_run(0, [(0, 0.2), (100, 0.3), (200, 0.4)]), _run(1, [(0, 0.2), (100, 0.5), (200, 0.5)])]
+    # seed 0: target 0.4, uniform reaches it at 200, the arm at 100 -> 0.5.
+    # seed 1: target 0.5, uniform at 100; the arm never gets there -> its whole run (200) / 100 = 2.0, marked.
+    arm = [_run(0, [(0, 0.2), (100, 0.45), (200, 0.3)]), _run(1, [(0, 0.2), (100, 0.4), (200, 0.45)])]
+    out = CB.to_target({"uniform": uniform, "ucb": arm}, "answers")
+    assert [s["ratio"] for s in out["ucb"]["per_seed"]] == [0.5, 2.0]
+    assert [s["reached"] for s in out["ucb"]["per_seed"]] == [True, False]
+    assert out["ucb"]["ratio_mean"] == 1.25
+    assert [s["ratio"] for s in out["uniform"]["per_seed"]] == [1.0, 1.0]
+    assert CB.to_target({"uniform": uniform, "ucb": arm}, "tokens")["ucb"]["per_seed"][0]["ratio"] == 0.5
+
+
+def test_precondition_needs_every_in_band_rung_to_gain():
+    def summ(start, final):
+        return {"start_accuracy": start, "final_accuracy": final}
+    start = {"len01": 0.95, "len02": 0.5, "len03": 0.2, "len04": 0.0}
+    ok = CB.precondition([summ(start, {"len01": 0.95, "len02": 0.7, "len03": 0.4, "len04": 0.0})])
+    assert ok["solved"] == ["len01"] and ok["in_band"] == ["len02", "len03"] and ok["out_of_reach"] == ["len04"]
+    assert ok["passed"]
+    bad = CB.precondition([summ(start, {"len01": 0.95, "len02": 0.7, "len03": 0.3, "len04": 0.0})])
+    assert not bad["passed"]  # len03 gained only 0.10

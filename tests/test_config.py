@@ -80,3 +80,10 @@ def test_cli_errors_are_clean(args, expected, tmp_path):
 def test_cli_lists_recipes():
     out = _cli("recipes")
     assert out.returncode == 0 and "quickstart" in out.stdout
+
+
+def test_sampled_eval_needs_a_temperature():
+    cfg = load_config(QUICKSTART, ["eval.samples=4", "eval.temperature=1.0"])
+    assert cfg.eval.samples == 4
+    with pytest.raises(UserError, match="eval.samples"):
+        load_config(QUICKSTART, ["eval.samples=4"])  # greedy: 4 identical answers per prompt
