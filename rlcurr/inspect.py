@@ -346,7 +346,12 @@ def _config_table(c: dict[str, Any]):
     return t
 
 
+WIDE = 5  # more distributions than this: one row per distribution instead of one column
+
+
 def _snapshot_table(run: RunData, s: dict[str, Any]):
+    if len(run.distributions) > WIDE:
+        return _snapshot_table_by_distribution(run, s)
     t = _table("per distribution (prob / score / count / train reward / eval accuracy)", "step",
                [*run.distributions, "reward mean", "eval mean"])
     for snap in s["snapshots"]:
@@ -363,7 +368,25 @@ def _snapshot_table(run: RunData, s: dict[str, Any]):
     return t
 
 
+def _snapshot_table_by_distribution(run: RunData, s: dict[str, Any]):
+    """The same figures transposed, so that a ladder of many rungs reads top to bottom."""
+    snaps = s["snapshots"]
+    t = _table("per distribution (sampling prob / answers so far / latest eval accuracy), by step", "distribution",
+               [f"step {snap['step']}" for snap in snaps])
+    for d in run.distributions:
+        t.add_row(d, *[f"p {_f(x['prob'], 2)}\nn {_f(x['count'])}\nacc {_f(x['eval_accuracy'], 2)}"
+                       for x in (snap["distributions"][d] for snap in snaps)])
+    t.add_row("mean", *[f"r {_f(snap['reward_mean'], 2)}\nacc {_f(snap['eval_accuracy_mean'], 2)}" for snap in snaps])
+    return t
+
+
 def _eval_table(run: RunData, s: dict[str, Any]):
+    if len(run.distributions) > WIDE:
+        t = _table("evaluations by distribution (step -1 = before RL)", "distribution",
+                   [str(e["step"]) for e in s["evals"]])
+        for d in [*run.distributions, "mean"]:
+            t.add_row(d, *[_f(e.get(d) if d != "mean" else e["accuracy_mean"], 2) for e in s["evals"]])
+        return t
     t = _table("evaluations (step -1 = before RL)", "step", [*run.distributions, "mean"])
     for e in s["evals"]:
         t.add_row(str(e["step"]), *[_f(e.get(d)) for d in run.distributions], _f(e["accuracy_mean"]))
