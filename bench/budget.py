@@ -65,7 +65,7 @@ def arms(args) -> dict[str, list[str]]:
 
 
 def overrides(args) -> list[str]:
-    return [f"trainer.steps={args.steps}", *args.set]
+    return [f"trainer.steps={args.steps}", "eval.every=10", *args.set]
 
 
 def summarise_run(run: C.Run, tail: int) -> dict:
@@ -82,17 +82,13 @@ def summarise_run(run: C.Run, tail: int) -> dict:
     }
 
 
-def with_ci(xs: list[float]) -> dict:
-    return {"mean": statistics.fmean(xs), "ci95": C.bootstrap_ci(xs), "per_seed": xs}
-
-
 def compare(per_arm: dict[str, list[dict]]) -> dict:
     t = per_arm["tightening"]
     out = {}
     for other in ("fixed", "none"):
         o = per_arm[other]
-        out[f"accuracy tightening-{other}"] = with_ci([a["final_accuracy_mean"] - b["final_accuracy_mean"] for a, b in zip(t, o)])
-        out[f"answer tokens tightening/{other}"] = with_ci([a["answer_tokens_tail"] / b["answer_tokens_tail"] for a, b in zip(t, o)])
+        out[f"accuracy tightening-{other}"] = C.with_ci([a["final_accuracy_mean"] - b["final_accuracy_mean"] for a, b in zip(t, o)])
+        out[f"answer tokens tightening/{other}"] = C.with_ci([a["answer_tokens_tail"] / b["answer_tokens_tail"] for a, b in zip(t, o)])
     return out
 
 
@@ -125,8 +121,8 @@ def main(argv=None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, baseline = C.run_bench("budget", args.recipe, arms(args), seeds, overrides(args))
     per_arm = {name: [summarise_run(r, args.tail) for r in rs] for name, rs in runs.items()}
-    summary = {name: {"final_accuracy_mean": with_ci([r["final_accuracy_mean"] for r in rs]),
-                      "answer_tokens_tail": with_ci([r["answer_tokens_tail"] for r in rs]),
+    summary = {name: {"final_accuracy_mean": C.with_ci([r["final_accuracy_mean"] for r in rs]),
+                      "answer_tokens_tail": C.with_ci([r["answer_tokens_tail"] for r in rs]),
                       "budget_first_last": rs[0]["budget_first_last"]} for name, rs in per_arm.items()}
     rows = [[name, "-" if s["budget_first_last"] is None else "{}->{}".format(*s["budget_first_last"]),
              ci_text(s["final_accuracy_mean"], 3), ci_text(s["answer_tokens_tail"], 1)] for name, s in summary.items()]

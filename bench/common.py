@@ -187,6 +187,11 @@ def bootstrap_ci(xs: list[float], level: float = 0.95, resamples: int = 10_000, 
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
+def with_ci(xs: list[float]) -> dict:
+    """Per-seed values with their mean and 95 % bootstrap interval."""
+    return {"mean": statistics.fmean(xs), "ci95": bootstrap_ci(xs), "per_seed": xs}
+
+
 def fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"

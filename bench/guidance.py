@@ -54,8 +54,8 @@ def parse_args(argv=None):
 
 
 def overrides(args) -> list[str]:
-    return [f"trainer.steps={args.steps}", "curriculum.sampler=weights", f"curriculum.weights={{{args.dist}: 1.0}}",
-            *args.set]
+    return [f"trainer.steps={args.steps}", "eval.every=10", "curriculum.sampler=weights",
+            f"curriculum.weights={{{args.dist}: 1.0}}", *args.set]
 
 
 def at_answers(curve: list[dict], answers: float, key) -> float:
@@ -71,10 +71,6 @@ def summarise_run(run: C.Run, dist: str) -> dict:
             "final_accuracy_mean": curve[-1]["accuracy_mean"],
             "groups": total["groups"], "all_wrong": total["failed"], "rerolled": total["rerolled"], "kept": total["kept"],
             "wall_s": run.wall_s}
-
-
-def with_ci(xs: list[float]) -> dict:
-    return {"mean": statistics.fmean(xs), "ci95": C.bootstrap_ci(xs), "per_seed": xs}
 
 
 def equal_answers(h: dict, n: dict, dist: str) -> dict:
@@ -107,9 +103,9 @@ def main(argv=None) -> dict:
                      f"{s['groups']}/{s['all_wrong']}/{s['rerolled']}/{s['kept']}"])
     C.print_table(["arm", f"final {args.dist}", "final learnable mean", "answers", "groups/all-wrong/rerolled/kept"], rows)
     matched = [equal_answers(h, n, args.dist) for h, n in zip(per_arm["hints"], per_arm["no_hints"])]
-    diffs = {f"{what} hints-no_hints at equal answers": with_ci([m[f"hints {what}"] - m[f"no_hints {what}"] for m in matched])
+    diffs = {f"{what} hints-no_hints at equal answers": C.with_ci([m[f"hints {what}"] - m[f"no_hints {what}"] for m in matched])
              for what in (args.dist, "learnable mean")}
-    diffs["answers hints/no_hints (whole run)"] = with_ci(
+    diffs["answers hints/no_hints (whole run)"] = C.with_ci(
         [h["answers_total"] / n["answers_total"] for h, n in zip(per_arm["hints"], per_arm["no_hints"])])
     print("\nper seed, then mean [95% bootstrap CI]")
     for k, v in diffs.items():

@@ -3,6 +3,7 @@ D3S token masking in the learner, DAPO refill rounds in the trainer (METHODS 5, 
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -166,6 +167,7 @@ class _ScriptedTrainer:
         self.collect = Trainer.collect.__get__(self)
         self.filter = Trainer.filter.__get__(self)
         self.set_advantages = Trainer.set_advantages.__get__(self)
+        self.generate_for_training = Trainer.generate_for_training.__get__(self)
         self.cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
             f"trainer.prompts_per_step={per_step}", f"curriculum.dynamic_sampling.max_rounds={max_rounds}"])
         ccfg = CurriculumConfig(dynamic_sampling={"max_rounds": max_rounds}, guidance=guidance)
@@ -178,7 +180,11 @@ class _ScriptedTrainer:
 
     def rollout(self, plan):
         self.planned.append(len(plan.items))
+        self.generate_for_training([None] * len(plan.items))  # counted as the real rollout counts
         return plan.items
+
+    def generate(self, requests):
+        return [[SimpleNamespace(token_ids=[7, 8])] * 3 for _ in requests]  # 3 answers of 2 tokens
 
     def score(self, t, items):
         rewards = self.rounds.pop(0)
@@ -201,8 +207,9 @@ def test_refill_rounds_fill_the_batch_and_observe_sees_every_group():
     assert len(batch) == 4 and all(len(set(g.rewards)) > 1 for g in batch)
     assert [g.prompt.uid for g in batch] == [g.prompt.uid for g in generated if g.rewards != list(ZERO)][:4]
     assert len(generated) == 8 and all(g.advantages is not None for g in generated)
+    # every answer generated counts, the dropped groups' too: 8 prompts x 3 answers x 2 tokens
     assert stats == {"groups_dropped": 3, "filter/rounds": 2, "filter/groups_generated": 8,
-                     "filter/groups_surplus": 1}
+                     "filter/groups_surplus": 1, "rollout/answers_generated": 24, "rollout/tokens_generated": 48}
     tr.controller.observe(0, generated)  # once per step with all rounds: accepted
     row = tr.controller.record(0)
     assert row["filter"]["rounds"] == 2

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import matplotlib
 
@@ -106,6 +107,23 @@ def test_finished_run(tmp_path):
     print_summary(run, con)
     text = con.export_text()
     assert "finished" in text and "add2" in text and "token budget" in text and "hint guidance" in text
+
+
+def test_many_distributions_print_one_row_each(tmp_path, monkeypatch):
+    import rlcurr.inspect as insp
+
+    monkeypatch.setattr(insp, "WIDE", 2)  # the 3-distribution run now counts as "many"
+    run = load_run(write_run(tmp_path / "run"), None)
+    con = Console(record=True, width=100)
+    print_summary(run, con)
+    lines = con.export_text().splitlines()
+    steps = [s["step"] for s in summary_json(run)["snapshots"]]
+    assert any(all(f"step {t}" in line for t in steps) for line in lines)  # steps are the columns
+    for d in DISTS:  # each distribution is a row (snapshots, evaluations, hints), figures on its line
+        rows = [line for line in lines if line.strip("│ ").startswith(d)]
+        assert len(rows) == 3, (d, rows)
+        assert rows[0].count("p 0.") == len(steps)
+        assert len(re.findall(r"\d\.\d\d", rows[1])) == len(summary_json(run)["evals"])
 
 
 def test_crashed_run_truncated_line(tmp_path):
