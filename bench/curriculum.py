@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
     p.add_argument("--tag", default="curriculum", help="results file bench/results/<tag>.json")
     p.add_argument("--quick", action="store_true", help="smoke run: uniform + ucb, 1 seed, 6 steps")
+    p.add_argument("--from-results", type=Path, metavar="JSON",
+                   help="no training: recompute and print the figures from a results file's saved runs")
     args = p.parse_args(argv)
     if args.quick:
         args.arms, args.seeds, args.steps = "uniform,ucb", "0", 6
@@ -165,6 +167,24 @@ def to_target(per_arm: dict[str, list[dict]], what: str) -> dict[str, dict]:
     return out
 
 
+def gap_at_equal_answers(per_arm: dict[str, list[dict]]) -> dict[str, dict]:
+    """A second, less quantised reading of the same curves: per seed, the arm's learnable mean read
+    off its curve (linear between evaluations) at each of uniform's evaluations after step 0
+    that the arm's run covers, minus uniform's value there, averaged; then mean and 95 % interval
+    over seeds. > 0 = ahead of uniform at equal answers."""
+    import numpy as np
+
+    out = {}
+    for name, runs in per_arm.items():
+        gaps = []
+        for r, u in zip(runs, per_arm["uniform"]):
+            xs, ys = [p["answers"] for p in r["curve"]], [p["accuracy_mean"] for p in r["curve"]]
+            points = [p for p in u["curve"][1:] if p["answers"] <= xs[-1]]
+            gaps.append(statistics.fmean(float(np.interp(p["answers"], xs, ys)) - p["accuracy_mean"] for p in points))
+        out[name] = C.with_ci(gaps)
+    return out
+
+
 def summarise_arms(per_arm: dict[str, list[dict]]) -> dict:
     rungs = list(per_arm["uniform"][0]["final_accuracy"])
     out = {}
@@ -178,7 +198,7 @@ def summarise_arms(per_arm: dict[str, list[dict]]) -> dict:
     return out
 
 
-def print_report(pre: dict, summary: dict, targets: dict[str, dict]) -> None:
+def print_report(pre: dict, summary: dict, targets: dict[str, dict], gaps: dict[str, dict]) -> None:
     print("\nprecondition (uniform): rungs before RL " + ", ".join(f"{d} {a:.2f}" for d, a in pre["start"].items()))
     print(f"  solved {pre['solved']}, in band {pre['in_band']}, out of reach {pre['out_of_reach']}")
     print("  uniform gain per in-band rung: " + ", ".join(f"{d} {pre['uniform_gain'][d]:+.2f}" for d in pre["in_band"])
@@ -200,6 +220,12 @@ def print_report(pre: dict, summary: dict, targets: dict[str, dict]) -> None:
             print(f"  {what:>8} {name}/uniform = {C.fmt(r['ratio_mean'], None, 2)} [95% CI {C.fmt(lo, None, 2)}, "
                   f"{C.fmt(hi, None, 2)}], reached {r['reached']}/{len(r['per_seed'])}  per seed: {per}")
     print("  (+ = never reached; counted at its whole run, a lower bound)")
+    print("\nlearnable-mean gap to uniform at equal answers, averaged over uniform's evaluations (> 0 = ahead)")
+    for name, g in gaps.items():
+        if name != "uniform":
+            lo, hi = g["ci95"]
+            print(f"  {name}: {g['mean']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}]  per seed: "
+                  + ", ".join(f"{x:+.3f}" for x in g["per_seed"]))
 
 
 def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
@@ -237,21 +263,40 @@ def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.from_results:
+        return report_again(args.from_results)
     arms = arms_from(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, baseline = C.run_bench(args.tag, args.recipe, arms, seeds, overrides(args))
     per_arm = {name: [summarise_run(r) for r in rs] for name, rs in runs.items()}
-    pre = precondition(per_arm["uniform"])
-    summary = summarise_arms(per_arm)
-    targets = {what: to_target(per_arm, what) for what in ("answers", "tokens", "seconds")}
-    print_report(pre, summary, targets)
-    if not pre["passed"]:
+    figures = analyse(per_arm, plot_to=None if args.quick else C.RESULTS / f"{args.tag}.png")
+    return C.save_bench(args.tag, args, arms, overrides(args), baseline=baseline, runs=per_arm, **figures)
+
+
+def analyse(per_arm: dict[str, list[dict]], plot_to: Path | None) -> dict:
+    """Every figure of the bench from the per-run summaries, printed (and plotted)."""
+    figures = {"precondition": precondition(per_arm["uniform"]), "summary": summarise_arms(per_arm),
+               "to_target": {what: to_target(per_arm, what) for what in ("answers", "tokens", "seconds")},
+               "gap_at_equal_answers": gap_at_equal_answers(per_arm)}
+    print_report(figures["precondition"], figures["summary"], figures["to_target"], figures["gap_at_equal_answers"])
+    if not figures["precondition"]["passed"]:
         print("\nPRECONDITION FAILED: uniform does not lift every in-band rung; the ratios above do not decide "
               "whether a curriculum saves compute on this testbed.")
-    if not args.quick:
-        plot(per_arm, C.RESULTS / f"{args.tag}.png")
-    return C.save_bench(args.tag, args, arms, overrides(args), baseline=baseline, precondition=pre, summary=summary,
-                        to_target=targets, runs=per_arm)
+    if plot_to is not None:
+        plot(per_arm, plot_to)
+    return figures
+
+
+def report_again(path: Path) -> dict:
+    """Recompute and print every figure from a results file's saved runs; rewrite the file with them."""
+    import json
+
+    result = json.loads(path.read_text())
+    result.update(analyse(result["runs"], plot_to=path.with_suffix(".png")))
+    result["figures_recomputed"] = {"command": C.command_line(), "git": C.git_rev()}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"rewrote {path}")
+    return result
 
 
 if __name__ == "__main__":

@@ -84,3 +84,15 @@ def test_precondition_needs_every_in_band_rung_to_gain():
     assert ok["passed"]
     bad = CB.precondition([summ(start, {"len01": 0.95, "len02": 0.7, "len03": 0.3, "len04": 0.0})])
     assert not bad["passed"]  # len03 gained only 0.10
+
+
+def test_gap_at_equal_answers_reads_the_arm_at_uniforms_evaluations():
+    uniform = [_run(0, [(0, 0.2), (100, 0.3), (200, 0.4)])]
+    same_pace = [_run(0, [(0, 0.2), (100, 0.35), (200, 0.4)])]   # gaps +0.05 at 100, 0 at 200 -> 0.025
+    # evaluated at 0 and 150 only: at 100 it reads 0.2 + 0.2 * 100 / 150 = 0.3333 (gap +0.0333);
+    # 200 lies beyond its run and is not counted
+    other_pace = [_run(0, [(0, 0.2), (150, 0.4)])]
+    gaps = CB.gap_at_equal_answers({"uniform": uniform, "a": same_pace, "b": other_pace})
+    assert gaps["uniform"]["per_seed"] == [0.0]
+    assert abs(gaps["a"]["per_seed"][0] - 0.025) < 1e-12
+    assert abs(gaps["b"]["per_seed"][0] - 0.1 / 3) < 1e-12
