@@ -43,6 +43,9 @@ def curriculum_rows(r: dict) -> list[list[str]]:
             if name != "uniform":
                 rows.append([f"curriculum: {what} to reach uniform's final accuracy, {name}/uniform "
                              f"(reached {t['reached']}/{len(t['per_seed'])} seeds)", ci(t["ratio_mean"], t["ratio_ci95"])])
+    for name, g in r.get("gap_at_equal_answers", {}).items():
+        if name != "uniform":
+            rows.append([f"curriculum: {name} - uniform, learnable mean at equal answers", ci(g["mean"], g["ci95"], 3)])
     return rows
 
 

@@ -78,3 +78,34 @@ def test_config_rejects_bad_lengths():
         ChainConfig(lengths=[2, 2])
     with pytest.raises(ValidationError, match="between 1 and 26"):
         ChainConfig(lengths=[0, 30])
+
+
+def test_sampled_eval_is_the_mean_over_every_answer_and_the_mean_skips_noise():
+    """Trainer.evaluate with eval.samples = 3 on the chain env, generation and scoring scripted:
+    every rung prompt gets 3 answers of which the first 2 are right -> 2/3; noise prompts (asked
+    last) get 3 wrong ones -> 0, which must not pull the learnable mean down."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from rlcurr.config import load_config
+    from rlcurr.trainer import Trainer
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "recipes" / "chain_uniform.yaml", ["eval.samples=3", "env.eval_size=4", "env.lengths=[2,5]"])
+    env = cfg.env.build(0)
+    requests = []
+
+    def generate(reqs):
+        requests.extend(reqs)
+        rung = [[SimpleNamespace(text=t) for t in ("right", "right", "wrong")] for _ in reqs[:8]]
+        return rung + [[SimpleNamespace(text="wrong")] * 3 for _ in reqs[8:]]
+
+    fake = SimpleNamespace(cfg=cfg, env=env, encode=lambda p: [1, 2], generate=generate,
+                           tokenizer=SimpleNamespace(decode=lambda ids: "q"),
+                           verifier=SimpleNamespace(score=lambda prompts, texts, cols: SimpleNamespace(
+                               totals=[1.0 if t == "right" else 0.0 for t in texts])))
+    out = Trainer.evaluate(fake)
+    assert {r.n for r in requests} == {3} and {r.temperature for r in requests} == {1.0}
+    assert len(requests) == 3 * 4  # len02, len05, noise x 4 held-out prompts
+    assert out["eval/accuracy/len02"] == out["eval/accuracy/len05"] == 2 / 3 and out["eval/accuracy/noise"] == 0
+    assert out["eval/accuracy_mean"] == 2 / 3  # over len02 and len05; noise is unlearnable
