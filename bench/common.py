@@ -1,9 +1,10 @@
 """Shared pieces of the benchmarks: run a recipe through the Trainer API, read its run directory,
 count rollouts, summarise over seeds, print tables and write bench/results/<name>.json.
 
-A "rollout" is one generated answer. `answers` and `tokens` below count every answer generated
-for training (the n answers of every planned prompt plus the n answers of every hinted re-roll);
-evaluation generations are not counted (they are the measurement, identical across arms).
+A "rollout" is one generated answer. The trainer logs `rollout/answers_generated` and
+`rollout/tokens_generated` per step: every answer generated for training (the n answers of every
+planned prompt, refill rounds and hinted re-rolls included); evaluation generations are not counted
+(they are the measurement, identical across arms).
 """
 
 from __future__ import annotations
@@ -122,47 +123,6 @@ def release(trainer) -> None:
                 part.shutdown()
             elif isinstance(part, ray.actor.ActorHandle):
                 ray.kill(part)
-
-
-# ---------------------------------------------------------------- counting rollouts
-
-
-def answers_per_step(run: Run) -> list[int]:
-    """Answers generated at each step: n per planned prompt + n per hinted re-roll (with DAPO
-    dynamic sampling, n per group kept or dropped)."""
-    n = run.cfg.rollout.n
-    by_step = {c["step"]: c for c in run.curriculum}
-    out = []
-    for m in run.steps:
-        c = by_step.get(m["step"], {})
-        planned = sum(d.get("planned", 0) for d in c.get("distributions", {}).values())
-        hints = c.get("hints") or {}
-        rerolled = sum(s.get("rerolled", 0) for s in hints.get("step", {}).values())
-        out.append(n * (planned + rerolled))
-    return out
-
-
-def cumulative(values: list[float]) -> list[float]:
-    total, out = 0.0, []
-    for v in values:
-        total += v
-        out.append(total)
-    return out
-
-
-def eval_curve(run: Run, key: str = "eval/accuracy_mean") -> list[tuple[int, int, float]]:
-    """(step, answers generated before this evaluation, value) for every evaluation, the
-    step -1 baseline (0 answers) first. An evaluation logged at step t follows t's update."""
-    spent = dict(zip([m["step"] for m in run.steps], cumulative(answers_per_step(run))))
-    return [(m["step"], int(spent.get(m["step"], 0)), m[key]) for m in run.evals if key in m]
-
-
-def rollouts_to_target(curve: list[tuple[int, int, float]], target: float) -> int | None:
-    """Answers generated when the evaluated value first reaches `target`; None if never."""
-    for _, answers, value in curve:
-        if value >= target - 1e-9:
-            return answers
-    return None
 
 
 # ---------------------------------------------------------------- statistics and output

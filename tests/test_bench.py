@@ -12,12 +12,15 @@ from bench import common as C  # noqa: E402
 from bench import gpu_learner_mfu as mfu  # noqa: E402
 
 
-def test_rollouts_to_target_is_the_first_evaluation_at_or_above_it():
-    # (step, answers generated before that evaluation, learnable-mean accuracy)
-    curve = [(-1, 0, 0.10), (9, 2560, 0.12), (19, 5120, 0.16), (29, 7680, 0.14), (39, 10240, 0.20)]
-    assert C.rollouts_to_target(curve, 0.15) == 5120     # first crossing, the later dip does not matter
-    assert C.rollouts_to_target(curve, 0.20) == 10240    # "reaches" includes equality
-    assert C.rollouts_to_target(curve, 0.21) is None     # never: reported as not reached, never imputed
+def test_first_reach_is_the_first_evaluation_at_or_above_the_target():
+    from bench import curriculum as CB
+
+    # (answers generated before that evaluation, learnable-mean accuracy)
+    curve = [{"answers": a, "accuracy_mean": m} for a, m in
+             [(0, 0.10), (2560, 0.12), (5120, 0.16), (7680, 0.14), (10240, 0.20)]]
+    assert CB.first_reach(curve, 0.15, "answers") == 5120     # first crossing, the later dip does not matter
+    assert CB.first_reach(curve, 0.20, "answers") == 10240    # "reaches" includes equality
+    assert CB.first_reach(curve, 0.21, "answers") is None     # never: reported as not reached, never imputed
 
 
 def test_mean_std_skips_missing_values():
