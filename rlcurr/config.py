@@ -138,6 +138,9 @@ class LearnerConfig(Section):
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="ddp: every rank holds the whole model; fsdp: parameters, gradients and "
                            "optimizer state sharded over the num_workers ranks (FSDP2), same update")
+    max_tokens_per_micro_batch: int | None = Field(
+        None, ge=1, description="cap on prompt+answer tokens per forward/backward (micro-batches split "
+                                "further to fit); None = algo.micro_batch_size answers per micro-batch")
 
     @model_validator(mode="after")
     def _fsdp_needs_ranks(self) -> "LearnerConfig":

@@ -84,6 +84,9 @@ class ScoredGroup:
     behaviour_prompt_ids: list[int] | None = None
     off_policy: bool = False  # answers generated with a hint (Guide-GRPO)
     advantages: list[float] | None = None
+    # Per answer: did the environment's verifier (its first default reward) score it > 0. Set by
+    # Trainer.score; what "solved" means for guidance, independent of format/length reward terms.
+    correct: list[bool] | None = None
 
     @property
     def n(self) -> int:

@@ -58,6 +58,14 @@ class LearnerGroup:
     def named_weights(self):
         return self._rank0("named_weights")
 
+    def weights_ref(self) -> "ray.ObjectRef":
+        """Rank 0's named weights as an object reference, not fetched: rollout workers resolve it
+        straight from the learner actor's object store, with no copy through the driver."""
+        workers = self.workers if self.collective else self.workers[:1]
+        refs = [w.named_weights.remote() for w in workers]
+        ray.wait(refs, num_returns=len(refs))  # FSDP: every rank has finished the collective
+        return refs[0]
+
     def save_checkpoint(self, path: str) -> None:
         self._rank0("save_checkpoint", path)  # DDP: ranks hold identical state; FSDP: rank 0 writes
 
