@@ -2,7 +2,8 @@
 
 An environment module defines a pydantic config class (with a `name` literal that recipes use
 as `env.name`) whose `build(seed)` returns an `Environment`. `rlcurr.config` lists the config
-classes in `ENV_CONFIGS`; adding an environment means adding one module and one entry there.
+classes in the `EnvConfig` union (discriminated by `name`); adding an environment means adding
+one module and its config class to that union.
 """
 
 from __future__ import annotations
