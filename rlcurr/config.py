@@ -91,6 +91,7 @@ class AlgoConfig(Section):
     name: Literal["grpo", "drgrpo", "rloo", "ppo"] = "grpo"  # advantage estimator; ppo = GAE with a critic
     clip_low: float = Field(0.2, ge=0)
     clip_high: float = Field(0.2, ge=0)  # DAPO clip-higher: 0.28
+    # Default: token-mean, except seq-mean-token-sum-norm (sum over tokens / constant) for drgrpo.
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     kl_coef: float = Field(0.0, ge=0)
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
@@ -110,6 +111,24 @@ class AlgoConfig(Section):
     critic_lr: float = Field(1e-5, gt=0, description="PPO: critic AdamW learning rate (same schedule as the policy)")
     critic_warmup: int = Field(0, ge=0, description="PPO: first trainer steps that train only the critic")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_loss_agg(cls, data: Any) -> Any:
+        # Dr.GRPO (METHODS 5) divides the token sum by a constant: its own aggregation when the
+        # recipe gives none (absent or null). A resolved config.yaml has it written out: kept.
+        if isinstance(data, dict) and data.get("loss_agg") is None:
+            data = dict(data)
+            data["loss_agg"] = "seq-mean-token-sum-norm" if data.get("name") == "drgrpo" else "token-mean"
+        return data
+
+    @model_validator(mode="after")
+    def _drgrpo_loss_agg(self) -> "AlgoConfig":
+        if self.name == "drgrpo" and self.loss_agg != "seq-mean-token-sum-norm":
+            raise ValueError(f"algo.name: drgrpo is defined by algo.loss_agg: seq-mean-token-sum-norm (token sum "
+                             f"over a constant, no length normalisation); algo.loss_agg is {self.loss_agg!r}. "
+                             f"Remove algo.loss_agg, or use algo.name: grpo for a {self.loss_agg} loss")
+        return self
+
     @model_validator(mode="after")
     def _ppo_fields_need_ppo(self) -> "AlgoConfig":
         # Compared with the defaults, not with model_fields_set: a resolved config.yaml sets every key.
@@ -122,10 +141,24 @@ class AlgoConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["constant", "linear", "cosine", "wsd", "rex"] = "constant"
+    """LR schedule (METHODS 9; formulas in rlcurr/algos/schedules.py)."""
+
+    name: Literal["constant", "linear", "cosine", "wsd", "rex", "power"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying")
+    power_exponent: float = Field(0.51, gt=0, description="power: lr ~ ((t + 1) / warmup_steps) ** -power_exponent "
+                                                           "(0.51: Shen et al. 2024's Power scheduler)")
+
+    @model_validator(mode="after")
+    def _own_parameters(self) -> "ScheduleConfig":
+        # Compared with the defaults (a resolved config.yaml sets every key).
+        own = {"decay_fraction": "wsd", "power_exponent": "power"}
+        stray = [f for f, n in own.items() if self.name != n and getattr(self, f) != type(self).model_fields[f].default]
+        if stray:
+            raise ValueError(", ".join(f"learner.schedule.{f} only applies to learner.schedule.name: {own[f]}"
+                                       for f in stray) + f" (learner.schedule.name is {self.name!r})")
+        return self
 
 
 class LearnerConfig(Section):
@@ -238,6 +271,17 @@ class Config(Section):
         if self.learner.strategy == "fsdp" and self.model.lora is not None:
             raise ValueError("learner.strategy: fsdp does not support model.lora (LoRA adapters are small: "
                              "use learner.strategy: ddp, or remove model.lora)")
+        return self
+
+    @model_validator(mode="after")
+    def _top_p_needs_tis(self) -> "Config":
+        # The learner's pi_old is the untruncated softmax(logits / T); with top-p the engine samples
+        # from (and reports logprobs of) the truncated renormalised distribution instead.
+        if self.rollout.top_p < 1 and self.algo.tis_cap is None:
+            raise ValueError(f"rollout.top_p: {self.rollout.top_p:g} needs algo.tis_cap: the learner scores answers "
+                             f"with the untruncated softmax(logits / temperature), so top-p sampling makes the "
+                             f"answers off-policy; set algo.tis_cap (e.g. 2.0, truncated importance sampling) "
+                             f"or rollout.top_p: 1.0")
         return self
 
     @model_validator(mode="after")

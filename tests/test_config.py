@@ -87,3 +87,41 @@ def test_sampled_eval_needs_a_temperature():
     assert cfg.eval.samples == 4
     with pytest.raises(UserError, match="eval.samples"):
         load_config(QUICKSTART, ["eval.samples=4"])  # greedy: 4 identical answers per prompt
+
+
+# ---------------------------------------------------------------- issue 12: cross-field checks
+
+
+def test_top_p_needs_tis_cap():
+    # The learner scores answers with the untruncated softmax(logits / T); top-p sampling draws from
+    # the truncated one, so the engine's logprobs are not the learner's pi_old: only truncated IS
+    # (algo.tis_cap) corrects that.
+    with pytest.raises(UserError) as e:
+        load_config(QUICKSTART, ["rollout.top_p=0.9"])
+    assert "rollout.top_p" in str(e.value) and "algo.tis_cap" in str(e.value)
+    assert "untruncated" in str(e.value)
+    cfg = load_config(QUICKSTART, ["rollout.top_p=0.9", "algo.tis_cap=2.0"])
+    assert cfg.rollout.top_p == 0.9 and cfg.algo.tis_cap == 2.0
+    assert load_config(QUICKSTART, ["rollout.top_p=1.0"]).rollout.top_p == 1.0
+
+
+def test_drgrpo_selects_its_loss_aggregation(tmp_path):
+    # quickstart writes algo.loss_agg: token-mean; null = not given -> Dr.GRPO's sum / constant
+    cfg = load_config(QUICKSTART, ["algo.name=drgrpo", "algo.loss_agg=null"])
+    assert cfg.algo.loss_agg == "seq-mean-token-sum-norm"
+    assert load_config(QUICKSTART, ["algo.loss_agg=null"]).algo.loss_agg == "token-mean"  # grpo keeps its default
+    # the resolved config.yaml of a run sets every key; resume reloads it unchanged
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "config.yaml") == cfg
+    with pytest.raises(UserError) as e:
+        load_config(QUICKSTART, ["algo.name=drgrpo"])  # explicit token-mean
+    assert "algo.loss_agg" in str(e.value) and "algo.name" in str(e.value)
+    assert "seq-mean-token-sum-norm" in str(e.value)
+
+
+def test_power_schedule_parameters():
+    cfg = load_config(QUICKSTART, ["learner.schedule.name=power", "learner.schedule.power_exponent=0.3"])
+    assert cfg.learner.schedule.power_exponent == 0.3
+    assert load_config(QUICKSTART, ["learner.schedule.name=power"]).learner.schedule.power_exponent == 0.51
+    with pytest.raises(UserError, match="learner.schedule.power_exponent"):
+        load_config(QUICKSTART, ["learner.schedule.power_exponent=0.3"])  # constant schedule: unused

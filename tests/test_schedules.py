@@ -31,3 +31,19 @@ def test_values_after_warmup():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="choose from"):
         lr_multiplier(0, 10, "triangle")
+
+
+def test_power_schedule():
+    # Power scheduler (Shen et al. 2024) as a multiplier: after a warm-up of W steps,
+    # m(t) = max(floor, ((t + 1) / W) ** -b), b = power_exponent; continuous with the warm-up's
+    # (t + 1) / W, which reaches 1 at t = W - 1.
+    f = lambda t, **kw: lr_multiplier(t, 100, "power", warmup_steps=4, **kw)
+    assert [f(t) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    # b = 0.5: t = 15 -> (16/4)^-0.5 = 1/2; t = 63 -> (64/4)^-0.5 = 1/4
+    assert f(15, power_exponent=0.5) == pytest.approx(0.5)
+    assert f(63, power_exponent=0.5) == pytest.approx(0.25)
+    assert f(63, power_exponent=0.5, min_lr_ratio=0.3) == pytest.approx(0.3)  # the floor
+    # default b = 0.51: t = 15 -> 4^-0.51 = 2^-1.02 = 0.49311
+    assert f(15) == pytest.approx(2 ** -1.02)
+    # no warm-up: W counts as 1, m(t) = (t + 1)^-b; t = 3, b = 0.5 -> 1/2
+    assert lr_multiplier(3, 100, "power", power_exponent=0.5) == pytest.approx(0.5)
