@@ -1,6 +1,7 @@
 """CurriculumController: planning, budgets, config errors, records, exact resume."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -190,3 +191,26 @@ def test_resume_rejects_other_distributions_or_sampler():
 
 def test_same_seed_same_plans():
     assert make(CurriculumConfig(sampler="sec"), seed=7).plan(0) == make(CurriculumConfig(sampler="sec"), seed=7).plan(0)
+
+
+def test_sec_q_uses_grpo_abs_advantage_whatever_the_estimator():
+    """SEC (METHODS 2) scores an arm by the std-normalised GRPO mean |A|, so tau keeps its meaning
+    when Dr.GRPO (no std division) trains."""
+    from rlcurr.algos.advantages import group_advantages
+    from rlcurr.curriculum.config import SECConfig
+
+    ctrl = make(CurriculumConfig(sampler="sec", sec=SECConfig(alpha=0.5, tau=1.0)))
+    p = ctrl.prompts["easy"][0]
+    c = Completion(token_ids=[1], logprobs=[0.0], finish_reason="stop", text="x")
+    r = [1.0, 0.0, 0.0, 0.0]
+    # Dr.GRPO: A = r - 0.25 = [0.75, -0.25, -0.25, -0.25], mean |A| = 0.375 (what the trainer stores)
+    adv = group_advantages("drgrpo", r)
+    assert np.mean(np.abs(adv)) == pytest.approx(0.375)
+    g = ScoredGroup(prompt=p, prompt_ids=[1], completions=[c] * 4, rewards=r, reward_parts={}, max_tokens=4,
+                    advantages=adv)
+    ctrl.observe(0, [g])
+    # GRPO: std = sqrt(0.25 * 0.75) = 0.4330127; mean |A| = (0.75 + 3 * 0.25) / 4 / (0.4330127 + 1e-6)
+    #     = 0.375 / 0.4330137 = 0.8660234 (= 2 sqrt(p (1 - p)) up to eps); Q = 0.5 * 0.8660234
+    assert ctrl.sampler.q["easy"] == pytest.approx(0.5 * 0.375 / (math.sqrt(0.1875) + 1e-6))
+    assert ctrl.sampler.q["easy"] == pytest.approx(0.4330117, abs=1e-6)
+    assert ctrl.sampler.q["mid"] == 0.0 and ctrl.sampler.q["hard"] == 0.0

@@ -82,17 +82,22 @@ def test_ucb_window_is_fifo_and_count_is_not_windowed():
 def test_sec_td0_with_decay_of_arms_not_drawn():
     s = SEC(["A", "B"], SECConfig(alpha=0.5, tau=1.0))
     assert s.probabilities() == pytest.approx({"A": 0.5, "B": 0.5})  # Q starts at 0
-    # step 1: A drawn, r_A = mean |a| of [1, -1, 1, -1] = 1; B not drawn, r_B = 0
-    s.observe({"A": stats([1.0, -1.0], [1.0, -1.0])})
+    # step 1: A drawn, two groups with rewards [1, 0]: GRPO A = +-0.5 / (0.5 + 1e-6) -> r_A = 1 / (1 + 2e-6);
+    # B not drawn, r_B = 0. (The advantages passed in are ignored: SEC uses GRPO |A| of the rewards.)
+    s.observe({"A": stats([9.0, -9.0], [9.0, -9.0], rewards=[[1.0, 0.0], [0.0, 1.0]])})
     # Q_A = 0.5 * 1 + 0.5 * 0 = 0.5; Q_B = 0.5 * 0 + 0.5 * 0 = 0
-    assert s.q == pytest.approx({"A": 0.5, "B": 0.0})
-    # step 2: B drawn with |a| = [0.8, 0.8]; A not drawn: its Q decays
-    s.observe({"B": stats([0.8, -0.8])})
-    # Q_A = 0.5 * 0 + 0.5 * 0.5 = 0.25; Q_B = 0.5 * 0.8 + 0.5 * 0 = 0.4
-    assert s.q == pytest.approx({"A": 0.25, "B": 0.4})
-    # p = softmax([0.25, 0.4] / 1): p_A = 1 / (1 + e^0.15) = 0.4625702
-    assert s.probabilities()["A"] == pytest.approx(1 / (1 + math.exp(0.15)))
-    assert s.probabilities()["A"] == pytest.approx(0.4625702, abs=1e-7)
+    assert s.q == pytest.approx({"A": 0.5, "B": 0.0}, rel=1e-5)  # eps: 0.5 / (1 + 2e-6)
+    # step 2: B drawn with rewards [0.9, 0.1]: GRPO |A| = 0.4 / (0.4 + 1e-6) = 1 - 2.5e-6; A not drawn: its Q decays
+    s.observe({"B": stats([0.8, -0.8], rewards=[[0.9, 0.1]])})
+    # Q_A = 0.5 * 0 + 0.5 * 0.5 = 0.25; Q_B = 0.5 * 1 + 0.5 * 0 = 0.5
+    assert s.q == pytest.approx({"A": 0.25, "B": 0.5}, rel=1e-5)
+    # p = softmax([0.25, 0.5] / 1): p_A = 1 / (1 + e^0.25) = 1 / 2.2840254 = 0.4378235
+    assert s.probabilities()["A"] == pytest.approx(1 / (1 + math.exp(0.25)), abs=1e-6)
+    assert s.probabilities()["A"] == pytest.approx(0.4378235, abs=1e-6)
+    # step 3: B drawn, rewards all equal: |A| = 0 whatever advantages came in
+    s.observe({"B": stats([0.8, -0.8], rewards=[[1.0, 1.0]])})
+    # Q_A = 0.5 * 0.25 = 0.125; Q_B = 0.5 * 0 + 0.5 * 0.5 = 0.25
+    assert s.q == pytest.approx({"A": 0.125, "B": 0.25}, rel=1e-5)
     assert s.without_replacement
 
 

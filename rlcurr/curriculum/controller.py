@@ -29,6 +29,7 @@ that makes UCB/SEC move away from mastered and hopeless distributions (METHODS 1
 
 The sampler signal per answer is |A_i| from `group.advantages` (the trainer's estimator, as in
 DUMP); when a group has no advantages yet the controller uses GRPO advantages of its rewards.
+SEC ignores the trainer's advantages and recomputes GRPO's from the rewards (samplers.py).
 
 Step indices are the trainer's (0 at the first step, budgets and D3S progress use
 t / (total_steps - 1)). plan(t) for a new t starts that step's statistics; record(t) reports

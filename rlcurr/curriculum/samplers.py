@@ -12,13 +12,16 @@ them into sampling probabilities. Implemented (section numbers refer to METHODS.
                   With nothing observed every UCB_j is 0, so the start is uniform.
                   Not copied from the authors: validation rewards are never fed in.
 - `SEC`           Self-Evolving Curriculum (METHODS 2): Q_k <- alpha r_k + (1 - alpha) Q_k with
-                  r_k = mean |a| over arm k's answers this step, r_k = 0 for arms not drawn;
-                  p = softmax(Q / tau); Q starts at 0.
+                  r_k = mean |A| over arm k's answers this step, r_k = 0 for arms not drawn;
+                  p = softmax(Q / tau); Q starts at 0. A is the std-normalised GRPO advantage
+                  recomputed from each group's rewards (`grpo_abs_advantages`), whatever estimator
+                  trains (Dr.GRPO, RLOO, PPO): SEC's tau is calibrated on that scale.
 - `ALPGMMSampler` ALP-GMM (METHODS 8) on the discrete distributions; see its docstring for how
                   the continuous teacher (`ALPGMMTeacher`) is mapped onto named distributions.
 
 |a| is the answer's advantage averaged over its response tokens; under GRPO/Dr.GRPO/RLOO the
-advantage is one scalar per answer, so |a| = |A_i|.
+advantage is one scalar per answer, so |a| = |A_i|. UCB uses the trainer's advantages (DUMP
+does); SEC uses GRPO's (see above); the reported mean_abs_adv is the trainer's.
 
 Probability floor (`min_prob`, the cheap replay remedy of METHODS 9) applied to every sampler:
 p' = floor + (1 - K floor) p, which keeps sum(p') = 1 and p' >= floor; K floor must be <= 1.
@@ -48,6 +51,8 @@ import numpy as np
 
 from rlcurr.curriculum.config import ALPGMMConfig, SECConfig, UCBConfig
 
+GRPO_EPS = 1e-6  # = rlcurr.algos.advantages.EPS (not imported: that module needs torch)
+
 
 @dataclass
 class DistStats:
@@ -73,6 +78,20 @@ class DistStats:
     def mean_abs_advantage(self) -> float:
         flat = self.abs_advantages
         return float(np.mean(flat)) if flat else 0.0
+
+    @property
+    def mean_grpo_abs_advantage(self) -> float:
+        """Mean over all answers of |A_i|, A = GRPO's std-normalised advantage of each group's rewards."""
+        flat = [a for rs in self.rewards_G for a in grpo_abs_advantages(rs)]
+        return float(np.mean(flat)) if flat else 0.0
+
+
+def grpo_abs_advantages(rewards: list[float]) -> list[float]:
+    """|A_i| with A_i = (r_i - mean r) / (std r + eps), population std, eps as rlcurr.algos.advantages."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.size == 0:
+        return []
+    return (np.abs(r - r.mean()) / (r.std() + GRPO_EPS)).tolist()
 
 
 def softmax(x: np.ndarray, tau: float) -> np.ndarray:
@@ -293,7 +312,7 @@ class SEC(Sampler):
         a = self.cfg.alpha
         for n in self.names:
             s = stats.get(n)
-            r = s.mean_abs_advantage if s is not None and s.num_answers else 0.0  # not drawn: r = 0
+            r = s.mean_grpo_abs_advantage if s is not None and s.num_answers else 0.0  # not drawn: r = 0
             self.q[n] = a * r + (1 - a) * self.q[n]
 
     def _state(self) -> dict:
