@@ -9,11 +9,11 @@ from rlcurr.curriculum.guidance import GuidancePolicy
 from rlcurr.types import Completion, Prompt, ScoredGroup
 
 
-def group(rewards, dist="d", hint="h", parts=None, off_policy=False):
+def group(rewards, dist="d", hint="h", parts=None, off_policy=False, correct=None):
     c = Completion(token_ids=[1], logprobs=[0.0], finish_reason="stop", text="x")
     return ScoredGroup(prompt=Prompt(uid="u", distribution=dist, question="q", answer="a", hint=hint),
                        prompt_ids=[1], completions=[c] * len(rewards), rewards=list(rewards),
-                       reward_parts=parts or {}, max_tokens=4, off_policy=off_policy)
+                       reward_parts=parts or {}, max_tokens=4, off_policy=off_policy, correct=correct)
 
 
 def test_needs_hint_only_when_all_answers_fail():
@@ -35,9 +35,27 @@ def test_success_can_come_from_one_reward_function():
 
 
 def test_keep_requires_mixed_outcomes():
-    assert GuidancePolicy.keep(group([0, 1, 0]))
-    assert not GuidancePolicy.keep(group([0, 0, 0]))
-    assert not GuidancePolicy.keep(group([1, 1, 1]))  # solved by every hinted answer: no signal either
+    p = GuidancePolicy(GuidanceConfig(), ["d"])
+    assert p.keep(group([0, 1, 0]))
+    assert not p.keep(group([0, 0, 0]))
+    assert not p.keep(group([1, 1, 1]))  # solved by every hinted answer: no signal either
+
+
+def test_keep_and_select_use_the_verifier_not_the_total_reward():
+    """A format/length term makes an all-wrong group's rewards differ (and > 0): that is not a
+    success. `ScoredGroup.correct` (the verifier > 0) decides; rewards only when it is None."""
+    p = GuidancePolicy(GuidanceConfig(), ["d"])
+    # rewards 0.2 / 0 / 0.1 (format bonus, length penalty) but every answer wrong
+    wrong = group([0.2, 0.0, 0.1], correct=[False, False, False])
+    assert not p.keep(wrong)          # today: kept because the rewards differ
+    assert p.needs_hint(wrong)        # today: 2 of 3 rewards > 0 -> "solved", never re-rolled
+    assert p.select([wrong]) == [0]
+    assert p.keep(group([0.2, 0.2, 1.2], correct=[False, False, True]))  # one right: mixed
+    assert not p.keep(group([1.2, 1.1, 1.0], correct=[True, True, True]))  # all right: no signal
+    assert not p.record(wrong)
+    assert p.report()["step"]["d"]["solved"] == 0 and p.report()["step"]["d"]["kept"] == 0
+    # correct=None (a trainer that does not set it): rewards > 0, as before
+    assert p.keep(group([0.2, 0.0, 0.1]))
 
 
 def test_select_respects_cap_hints_and_off_policy():

@@ -13,13 +13,18 @@ the trainer / learner. Per step the trainer:
 (`observe_step(rerolled, kept)` is the batch form of step 3 for a trainer that applies `keep`
 itself; it does not count groups seen / failed / skipped, which only `select` does.)
 
-Success of an answer: reward > 0 — of the total reward by default, or of one reward function
-(`success_reward`, e.g. the correctness check when format/length terms are added to the total;
-a `None` part counts as failure). The authors' threshold 0.001 on a 0..1 success rate means
-"no answer succeeded".
+Success of an answer, first that applies:
+  1. `success_reward` set: that reward function's value > 0 (a `None` part counts as failure);
+  2. `group.correct` (set by the trainer: the environment's verifier scored it > 0);
+  3. otherwise the total reward > 0.
+So a format or length term in the total never turns a wrong answer into a success. The
+authors' threshold 0.001 on a 0..1 success rate means "no answer succeeded".
 
-`keep` follows the authors: a re-rolled group is kept only if its rewards are not all equal
-(an all-correct hinted group carries no GRPO signal either). Statistics per distribution, this
+`keep` follows the authors: a re-rolled group is kept only if its outcomes are mixed, i.e. some
+answers succeed and some fail (an all-correct hinted group carries no GRPO signal either, and an
+all-wrong one whose rewards differ only by format/length terms teaches nothing about the task).
+Deviation for callers that give neither `success_reward` nor `correct`: kept when the rewards are
+not all equal (success = reward > 0 would drop partial-credit groups). Statistics per distribution, this
 step and since the start: groups seen, failed (all wrong), rerolled, kept, solved (a hinted
 answer succeeded), skipped_no_hint, skipped_cap, and solved_rate = solved / rerolled.
 """
@@ -49,6 +54,8 @@ class GuidancePolicy:
     # ---- pure decisions
     def successes(self, group: ScoredGroup) -> list[bool]:
         if self.cfg.success_reward is None:
+            if group.correct is not None:
+                return [bool(c) for c in group.correct]
             return [r > 0 for r in group.rewards]
         part = group.reward_parts.get(self.cfg.success_reward)
         if part is None:
@@ -66,10 +73,12 @@ class GuidancePolicy:
         """All (or nearly all, per the threshold) answers failed."""
         return self.success_rate(group) <= self.cfg.success_threshold
 
-    @staticmethod
-    def keep(rerolled: ScoredGroup) -> bool:
-        """Mixed outcomes: the rewards are not all equal (else GRPO advantages are all 0)."""
-        return len(set(rerolled.rewards)) > 1
+    def keep(self, rerolled: ScoredGroup) -> bool:
+        """Mixed outcomes: some answers succeed, some fail (see the module docstring; without
+        `success_reward` and `correct`: the rewards are not all equal)."""
+        if self.cfg.success_reward is None and rerolled.correct is None:
+            return len(set(rerolled.rewards)) > 1
+        return len(set(self.successes(rerolled))) > 1
 
     # ---- per-step bookkeeping
     def begin_step(self) -> None:
