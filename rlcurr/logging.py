@@ -1,9 +1,19 @@
-"""Run records: metrics.jsonl, curriculum.jsonl, TensorBoard events, terminal progress bar."""
+"""Run records: metrics.jsonl, curriculum.jsonl, TensorBoard events, W&B, terminal progress bar.
+
+Resume (`RunLogger(..., resume_step=k)`, k = the first step this process runs):
+- TensorBoard: the writer is opened with `purge_step=k`, so TensorBoard drops the events of steps
+  >= k that the interrupted process wrote after its last checkpoint (no doubled curves).
+- W&B: the first start stores the run id in `<run_dir>/wandb_run_id`; every start passes
+  `id=<that id>` and a resume adds `resume="allow"`, so the resumed process logs into the same
+  W&B run. W&B has no purge: steps after the checkpoint that the interrupted process already
+  logged stay, and W&B ignores re-logged steps that are not above its last step (it warns).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from pathlib import Path
 
 from rich.console import Console
@@ -20,8 +30,25 @@ def _flatten(prefix: str, obj, out: dict[str, float]) -> None:
         out[prefix] = float(obj)
 
 
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(run_dir: Path, fresh: bool) -> str:
+    """The run's W&B id: a new one stored in `run_dir` for a fresh run, else the stored one (a run
+    started before ids were stored gets a new one, stored now)."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if not fresh and path.is_file():
+        run_id = path.read_text().strip()
+        if run_id:
+            return run_id
+    run_id = uuid.uuid4().hex[:16]  # W&B ids: letters and digits
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 class RunLogger:
-    def __init__(self, run_dir: Path, cfg):
+    def __init__(self, run_dir: Path, cfg, resume_step: int | None = None):
+        """`resume_step`: None for a fresh run; when resuming, the first step this process runs."""
         self.run_dir = run_dir
         self.metrics_f = open(run_dir / "metrics.jsonl", "a")
         self.curriculum_f = open(run_dir / "curriculum.jsonl", "a")
@@ -29,13 +56,15 @@ class RunLogger:
         if cfg.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
         self.wandb = None
         if cfg.logging.wandb is not None:
             import wandb
 
+            resume = {} if resume_step is None else {"resume": "allow"}
             self.wandb = wandb.init(project=cfg.logging.wandb.project, name=cfg.name, dir=str(run_dir),
-                                    mode=cfg.logging.wandb.mode, config=cfg.model_dump(mode="json"))
+                                    mode=cfg.logging.wandb.mode, config=cfg.model_dump(mode="json"),
+                                    id=wandb_run_id(run_dir, fresh=resume_step is None), **resume)
         self.progress = None
         self.show_progress = cfg.logging.progress
 

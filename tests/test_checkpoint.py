@@ -122,3 +122,26 @@ def test_rng_roundtrip(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     set_rng_state(load_state(tmp_path / "rng.json"))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_trainer_restore_loads_the_step_it_is_given(tmp_path):
+    """Trainer._restore(step) restores checkpoints/step_<step>, not whichever one was found last."""
+    from types import SimpleNamespace
+
+    from rlcurr.trainer import Trainer
+
+    for s in (2, 5):
+        save_checkpoint(tmp_path, s, lambda folder, s=s: save_state(
+            folder / "trainer_state.json", {"step": s, "curriculum": {"s": s}, "rng": {}, "rollout_rng": [[s]]}), keep=3)
+    loaded = {}
+    stub = SimpleNamespace(
+        run_dir=tmp_path, log=lambda *_: None,
+        _resume_ckpt=tmp_path / "checkpoints" / "step_5",  # what HEAD's _resume_point left behind
+        learner=SimpleNamespace(load_checkpoint=lambda p: loaded.setdefault("learner", p)),
+        controller=SimpleNamespace(load_state_dict=lambda sd: loaded.setdefault("curriculum", sd)),
+        rollout_pool=SimpleNamespace(set_rng_state=lambda st: loaded.setdefault("rollout_rng", st)))
+    Trainer._restore(stub, 2)
+    assert loaded == {"learner": str(tmp_path / "checkpoints" / "step_2"), "curriculum": {"s": 2},
+                      "rollout_rng": [[2]]}
+    with pytest.raises(UserError, match="step_3"):
+        Trainer._restore(stub, 3)  # no such checkpoint: a clean error naming it

@@ -94,3 +94,56 @@ def test_corrupt_newest_checkpoint_falls_back(killed_and_resumed, tmp_path):
     with pytest.warns(RuntimeWarning, match=newest.name):
         found = find_latest_checkpoint(copy)
     assert found is not None and found != newest
+
+
+# ---------------------------------------------------------------- resume == uninterrupted run
+
+SAME_ARGS = ["env.distributions=[add1,noise]", "model.warmup.steps=20", "trainer.steps=6", "trainer.save_every=3",
+             "trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_tokens=4", "eval.every=0",
+             "eval.max_tokens=4", "env.eval_size=4", "logging.progress=false", "logging.tensorboard=false"]
+NOISY = ("time/", "tokens_per_s")  # wall-clock metrics differ between any two runs
+
+
+def _run_in_process(run_dir, stop_before=None, resume=False):
+    """Train in this process; with `stop_before=k` the run is cut off (as by a crash) right before
+    step k, after step k-1's checkpoint. Returns the learner's final parameter checksum."""
+    from rlcurr.config import load_config
+    from rlcurr.trainer import Trainer
+
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [f"trainer.output_dir={run_dir}", *SAME_ARGS])
+    trainer = Trainer(cfg, log=lambda *_: None)
+    first = trainer.start(resume=resume)
+    step = trainer.step
+
+    def step_or_stop(t):
+        if t == stop_before:
+            raise KeyboardInterrupt
+        return step(t)
+
+    trainer.step = step_or_stop
+    try:
+        try:
+            trainer.train(first)
+        except KeyboardInterrupt:
+            pass
+        return trainer.learner.parameter_checksum()
+    finally:
+        trainer.rollout_pool.shutdown()
+        trainer.learner.shutdown()
+
+
+def _rows(run_dir):
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith(NOISY)} for r in rows]
+
+
+def test_resume_equals_uninterrupted_run(ray_session, tmp_path):
+    straight = _run_in_process(tmp_path / "straight")
+    _run_in_process(tmp_path / "cut", stop_before=3)
+    assert [r["step"] for r in _rows(tmp_path / "cut")] == [-1, 0, 1, 2]
+    resumed = _run_in_process(tmp_path / "cut", resume=True)
+    a, b = _rows(tmp_path / "straight"), _rows(tmp_path / "cut")
+    assert [r["step"] for r in b] == list(range(-1, 6))
+    assert [r.get("reward/mean") for r in a] == [r.get("reward/mean") for r in b]
+    assert a == b  # every metric of every step: rewards, lengths, losses, KL, eval
+    assert abs(straight - resumed) <= 1e-6

@@ -25,3 +25,7 @@ class Engine(Protocol):
     def wake_up(self) -> None:
         """Undo `sleep`; the next call may be `load_weights` or `generate`."""
         ...
+
+    # Optional (checkpoints): `get_rng_state() -> JSON-able` / `set_rng_state(state)` snapshot and
+    # restore the sampling RNG so a resumed run draws what the uninterrupted run would have drawn.
+    # HFEngine has them; VLLMEngine cannot (see its docstring), and RolloutWorker returns None then.

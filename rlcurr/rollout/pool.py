@@ -12,6 +12,9 @@
   and is raised at once.
 - Weights: `load_weights` puts the tensors in the object store once and every worker loads the
   same ObjectRef; the pool keeps that ref for replacements.
+- RNG: `get_rng_state()` is one engine sampling-RNG state per worker (checkpointed by the
+  trainer), `set_rng_state(states)` restores them on resume. A replacement worker starts from its
+  seed, not from the dead worker's RNG state (its share is still retried, just drawn anew).
 - Colocated mode (`resources.colocate`): `sleep()` before the learner step frees the GPU
   memory vLLM holds (level 1: weights offloaded to CPU, KV cache dropped), `wake_up()` after.
 
@@ -78,6 +81,19 @@ class RolloutPool:
         if self.colocate and self.asleep:
             self._call(range(len(self.workers)), lambda i: self.workers[i].wake_up.remote())
             self.asleep = False
+
+    def get_rng_state(self) -> list:
+        """One sampling-RNG state per worker, in worker order (None for an engine without one)."""
+        return self._call(range(len(self.workers)), lambda i: self.workers[i].get_rng_state.remote())
+
+    def set_rng_state(self, states: list) -> None:
+        """Restore `get_rng_state`'s list. A list for another number of workers is not applied
+        (with a warning): the workers keep their seeded start, the run is no longer reproducible."""
+        if len(states) != len(self.workers):
+            self.log(f"warning: the checkpoint has rollout RNG states for {len(states)} worker(s), this run has "
+                     f"{len(self.workers)}; rollout RNGs not restored")
+            return
+        self._call(range(len(self.workers)), lambda i: self.workers[i].set_rng_state.remote(states[i]))
 
     def shutdown(self) -> None:
         for w in self.workers:

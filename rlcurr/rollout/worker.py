@@ -46,6 +46,16 @@ class RolloutWorker:
     def wake_up(self) -> None:
         self.engine.wake_up()
 
+    def get_rng_state(self):
+        """The engine's sampling RNG state (JSON-able), or None if the engine cannot export it (vLLM)."""
+        get = getattr(self.engine, "get_rng_state", None)
+        return None if get is None else get()
+
+    def set_rng_state(self, state) -> None:
+        """Restore `get_rng_state`'s snapshot; None (nothing was saved) leaves the engine as it is."""
+        if state is not None and hasattr(self.engine, "set_rng_state"):
+            self.engine.set_rng_state(state)
+
     def weight_transfer(self, method: str, payload: dict | None = None) -> None:
         """vLLM's NCCL weight-transfer phases (GPU only; see vllm_engine.py)."""
         self.engine.weight_transfer(method, payload)
