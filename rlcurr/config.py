@@ -68,6 +68,10 @@ class ModelConfig(Section):
 class RewardSpec(Section):
     name: str  # registered name or import path ('pkg.mod:fn' / 'pkg.mod.fn')
     weight: float = 1.0
+    # Keyword arguments bound to the function (rlcurr.rewards.registry.resolve_reward checks the
+    # names). Filled in by Config for length_budget (curriculum.budget.penalty / penalty_cap) and
+    # overlong_penalty (L_max = rollout.max_tokens without a budget).
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class RewardConfig(Section):
@@ -271,6 +275,39 @@ class Config(Section):
         if self.learner.strategy == "fsdp" and self.model.lora is not None:
             raise ValueError("learner.strategy: fsdp does not support model.lora (LoRA adapters are small: "
                              "use learner.strategy: ddp, or remove model.lora)")
+        return self
+
+    @model_validator(mode="after")
+    def _reward_params(self) -> "Config":
+        """Bind config values to built-in rewards' params: length_budget gets curriculum.budget's
+        penalty / penalty_cap; overlong_penalty needs L_buf and gets L_max = rollout.max_tokens when
+        there is no budget (with one, L_max defaults to each answer's budget column)."""
+        if not self.rewards:
+            return self
+        budget, specs = self.curriculum.budget, []
+        for i, spec in enumerate(self.rewards):
+            params = dict(spec.params)
+            if spec.name == "length_budget" and budget is not None:
+                for key in ("penalty", "penalty_cap"):
+                    value = getattr(budget, key)
+                    if key in params and params[key] != value:
+                        raise ValueError(f"rewards[{i}].params.{key} ({params[key]!r}) disagrees with "
+                                         f"curriculum.budget.{key} ({value!r}), which length_budget uses; "
+                                         f"set curriculum.budget.{key} only")
+                    params[key] = value
+            if spec.name == "overlong_penalty":
+                buf = params.get("L_buf")
+                if isinstance(buf, bool) or not isinstance(buf, (int, float)) or buf <= 0:
+                    raise ValueError(f"rewards[{i}].params.L_buf: overlong_penalty needs a positive L_buf (the "
+                                     f"last L_buf tokens before L_max, over which the penalty falls from 0 to -1), "
+                                     f"e.g. {{name: overlong_penalty, params: {{L_buf: 4}}}} (got {buf!r})")
+                if "L_max" not in params and budget is None:
+                    params["L_max"] = self.rollout.max_tokens
+                if params.get("L_max") is not None and buf > params["L_max"]:
+                    raise ValueError(f"rewards[{i}].params.L_buf ({buf}) must be <= its L_max ({params['L_max']}; "
+                                     f"default rollout.max_tokens)")
+            specs.append(spec if params == spec.params else spec.model_copy(update={"params": params}))
+        object.__setattr__(self, "rewards", specs)  # frozen model: filled in once, while validating
         return self
 
     @model_validator(mode="after")

@@ -299,3 +299,134 @@ def test_reward_specs_default_to_env():
     assert reward_specs(None, ("math_verify",)) == [RewardSpec(name="math_verify")]
     mine = [RewardSpec(name="format", weight=0.2)]
     assert reward_specs(mine, ("math_verify",)) == mine
+
+
+# ---------------------------------------------------------------- issue 12: registry module, user files, params
+
+
+def test_registry_import_graph_is_acyclic():
+    """The name table lives in its own module: builtin.py registers into it, registry.py looks
+    names up in it; builtin.py does not import registry.py and the table imports neither."""
+    import ast
+    from pathlib import Path
+
+    import rlcurr.rewards.table as table
+
+    def imports(mod):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+               {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    assert "rlcurr.rewards.registry" not in imports(builtin)
+    assert not {m for m in imports(table) if m and m.startswith("rlcurr.rewards")}
+    assert register is table.register  # the public path rlcurr.rewards.registry.register still works
+    assert "overlong_penalty" in registered_names()
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("syntax", "SyntaxError"),
+    ("latin1", "not UTF-8"),
+    ("directory", "is a directory"),
+    ("unreadable", "cannot read"),
+])
+def test_broken_user_reward_file_is_one_clean_error(tmp_path, monkeypatch, kind, expected):
+    path = tmp_path / f"rw_{kind}_{uuid.uuid4().hex[:6]}.py"
+    good = "def f(prompts, completions, **kwargs):\n    return [0.0] * len(completions)\n"
+    if kind == "syntax":
+        path.write_text("def f(:\n")
+    elif kind == "latin1":
+        path.write_bytes(b"# r\xe9compense\n" + good.encode())  # cp1252 e-acute, no coding cookie
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text(good)
+        real = type(path).read_bytes
+        # root reads chmod-000 files, so the OS error is simulated
+
+        def deny(self):
+            if self == path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+        monkeypatch.setattr(type(path), "read_bytes", deny)
+    with pytest.raises(UserError) as e:
+        resolve_reward(f"{path}:f")
+    msg = str(e.value)
+    assert str(path) in msg and expected in msg, msg
+    assert "\n" not in msg.strip() and "Traceback" not in msg
+
+
+def test_user_reward_file_with_coding_cookie_loads(tmp_path):
+    path = tmp_path / f"rw_cookie_{uuid.uuid4().hex[:6]}.py"
+    path.write_bytes(b"# -*- coding: latin-1 -*-\nS = '\xe9'\ndef f(prompts, completions, **kwargs):\n"
+                     b"    return [float(S == '\\u00e9')] * len(completions)\n")
+    assert resolve_reward(f"{path}:f")(prompts=["q"], completions=["a"]) == [1.0]
+
+
+def test_reward_params_are_bound_and_checked():
+    fn = resolve_reward("length_budget", {"penalty": 0.5, "penalty_cap": 0.4})
+    # budget 10: 12 tokens -> over 0.2 -> -0.5 * 0.2 = -0.1; 15 -> over 0.5, capped 0.4 -> -0.2; 30 -> -0.2
+    assert fn(prompts=None, completions=["a"] * 3, budget=[10] * 3, num_tokens=[12, 15, 30]) == \
+        pytest.approx([-0.1, -0.2, -0.2])
+    assert fn.__name__ == "length_budget"
+    from rlcurr.rewards.registry import required_columns
+    assert required_columns(fn) == []
+    with pytest.raises(UserError, match=r"reward 'length_budget'.*'penalty_kap'.*penalty_cap"):
+        resolve_reward("length_budget", {"penalty_kap": 0.4})
+
+
+def test_length_budget_penalty_and_cap():
+    f = builtin.length_budget
+    # defaults penalty 1, cap 1 (as before): budget 10, 15 tokens -> -(5 / 10) = -0.5
+    assert f(None, ["a"], budget=[10], num_tokens=[15]) == [-0.5]
+    # penalty 0.5, cap 0.4: 15 tokens -> -0.5 * min(0.5, 0.4) = -0.2; 11 tokens -> -0.5 * 0.1 = -0.05
+    assert f(None, ["a", "b"], budget=[10, 10], num_tokens=[15, 11], penalty=0.5, penalty_cap=0.4) == \
+        pytest.approx([-0.2, -0.05])
+
+
+def test_curriculum_budget_penalty_reaches_length_budget():
+    from pathlib import Path
+
+    from rlcurr.config import load_config
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "budget_arith.yaml"
+    cfg = load_config(recipe, ["curriculum.budget.penalty=0.5", "curriculum.budget.penalty_cap=0.4"])
+    spec = [s for s in cfg.rewards if s.name == "length_budget"][0]
+    assert spec.params == {"penalty": 0.5, "penalty_cap": 0.4}
+    fn = resolve_reward(spec.name, spec.params)
+    assert fn(prompts=None, completions=["a"], budget=[10], num_tokens=[15]) == pytest.approx([-0.2])
+    # a resolved config.yaml (params written out) loads again unchanged
+    from rlcurr.config import build_config, dump_config
+    import yaml
+    assert build_config(yaml.safe_load(dump_config(cfg))) == cfg
+    with pytest.raises(UserError, match=r"rewards\[1\].params.penalty.*curriculum.budget.penalty"):
+        load_config(recipe, ["curriculum.budget.penalty=0.5",
+                             "rewards=[{name: exact_match}, {name: length_budget, params: {penalty: 0.3}}]"])
+
+
+def test_overlong_penalty_hand_derived():
+    f = builtin.overlong_penalty
+    # DAPO: min(-(len - (L_max - L_buf)) / L_buf, 0); L_max 20, L_buf 4 -> free up to 16 tokens
+    # 10 -> 0; 16 -> 0; 18 -> -(18 - 16) / 4 = -0.5; 20 -> -1
+    assert f(None, ["a"] * 4, num_tokens=[10, 16, 18, 20], L_max=20, L_buf=4) == [0.0, 0.0, -0.5, -1.0]
+    # L_max from the budget column: budget 12, L_buf 4 -> free up to 8; 10 -> -0.5; no budget -> None
+    assert f(None, ["a"] * 2, num_tokens=[10, 10], budget=[12, None], L_buf=4) == [-0.5, None]
+    with pytest.raises(ValueError, match="L_buf"):
+        f(None, ["a"], num_tokens=[3], L_max=20)
+
+
+def test_overlong_penalty_from_the_recipe():
+    from pathlib import Path
+
+    from rlcurr.config import load_config
+
+    quick = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+    cfg = load_config(quick, ["rewards=[{name: exact_match}, {name: overlong_penalty, params: {L_buf: 4}}]",
+                              "rollout.max_tokens=20"])
+    spec = cfg.rewards[1]
+    assert spec.params == {"L_buf": 4, "L_max": 20}  # no budget: L_max = rollout.max_tokens
+    fn = resolve_reward(spec.name, spec.params)
+    assert fn(prompts=None, completions=["a"] * 2, num_tokens=[18, 5]) == [-0.5, 0.0]
+    with pytest.raises(UserError, match=r"rewards\[1\].params.L_buf"):
+        load_config(quick, ["rewards=[{name: exact_match}, {name: overlong_penalty}]"])
+    with pytest.raises(UserError, match=r"rewards\[1\].params.L_buf"):
+        load_config(quick, ["rewards=[{name: exact_match}, {name: overlong_penalty, params: {L_buf: 30}}]"])

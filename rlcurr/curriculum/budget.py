@@ -17,8 +17,10 @@ start/end for the named distributions; shape, gamma, every and steps are shared.
 The budget becomes the generation's max_tokens (plus `slack`) and feeds the length penalty.
 The paper does not publish the exact length term; ours (`length_penalty`) is 0 within budget
 and falls linearly past it, bounded: -weight * min((tokens - budget) / budget, cap). It is applied
-by the `length_budget` reward (rlcurr/rewards/builtin.py, weight 1, cap 1), whose weight in the
-recipe's `rewards` list scales it; the trainer passes each answer's budget as a column.
+by the `length_budget` reward (rlcurr/rewards/builtin.py) with weight = curriculum.budget.penalty
+and cap = curriculum.budget.penalty_cap (bound as the reward's params by rlcurr.config); its
+weight in the recipe's `rewards` list scales it again; the trainer passes each answer's budget
+as a column.
 Note that with slack = 0 generation stops at the budget, so the penalty only acts when the
 slack lets answers run over.
 """

@@ -73,8 +73,11 @@ class BudgetConfig(CurriculumSection):
     steps: int | None = Field(None, ge=1, description="linear/cosine/step: steps to reach `end`; default trainer.steps")
     slack: int = Field(0, ge=0, description="extra max_tokens beyond the budget")
     per_distribution: dict[str, BudgetRange] | None = None
-    penalty: float = Field(0.5, ge=0, description="weight of the over-budget length penalty")
-    penalty_cap: float = Field(1.0, gt=0, description="cap on (tokens - budget) / budget")
+    # Bound to the length_budget reward's params by rlcurr.config (which its weight in `rewards`
+    # multiplies again). Default 1: the value length_budget used before these were wired, so recipes
+    # that set only the reward weight (budget_arith: 0.5) keep their penalty.
+    penalty: float = Field(1.0, ge=0, description="length_budget: slope of the over-budget length penalty")
+    penalty_cap: float = Field(1.0, gt=0, description="length_budget: cap on (tokens - budget) / budget")
 
     @model_validator(mode="after")
     def _decreasing(self) -> "BudgetConfig":

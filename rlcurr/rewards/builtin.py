@@ -7,8 +7,13 @@ accepts completions either as strings or as TRL message lists (``[{"role": "assi
 - ``exact_match``   answer          1.0 if the answer text equals the reference (after strip)
 - ``math_verify``   answer          1.0 if math-verify finds the answer equivalent
 - ``format``        --              1.0 for ``<think>...</think>`` then ``<answer>...</answer>``
-- ``length_budget`` budget, num_tokens   0 within budget, linear penalty past it, >= -1
+- ``length_budget`` budget, num_tokens   0 within budget, -penalty * min(overshoot / budget,
+                    penalty_cap) past it (params penalty, penalty_cap: curriculum.budget's)
+- ``overlong_penalty`` num_tokens, budget   DAPO's soft overlong penalty (params L_max, L_buf)
 - ``reasoning_gym`` rg_task, rg_entry, rg_params   the reasoning-gym task's own scorer
+
+Parameters (``params`` of a recipe's ``rewards`` entry) are keyword arguments bound by
+`rlcurr.rewards.registry.resolve_reward`.
 
 "The answer text" of a completion is the content of its last ``<answer>...</answer>`` pair when
 it has one, else the whole completion (tiny models answer bare, e.g. "46").
@@ -26,7 +31,7 @@ import re
 from typing import Any
 
 from rlcurr.curriculum.budget import length_penalty
-from rlcurr.rewards.registry import register
+from rlcurr.rewards.table import register
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT_RE = re.compile(r"^\s*<think>(?:(?!<think>).)*?</think>\s*<answer>(?:(?!<answer>).)*?</answer>\s*$", re.DOTALL)
@@ -120,8 +125,12 @@ def format_reward(prompts, completions, **kwargs) -> list[float]:
 
 
 @register("length_budget")
-def length_budget(prompts, completions, budget=None, num_tokens=None, **kwargs) -> list[float | None]:
-    """0 within `budget` tokens; past it -(num_tokens - budget) / budget, bounded at -1.
+def length_budget(prompts, completions, budget=None, num_tokens=None, penalty: float = 1.0,
+                  penalty_cap: float = 1.0, **kwargs) -> list[float | None]:
+    """0 within `budget` tokens; past it -penalty * min((num_tokens - budget) / budget, penalty_cap)
+    (`rlcurr.curriculum.budget.length_penalty`). `penalty` / `penalty_cap` are bound from
+    curriculum.budget.penalty / penalty_cap by the config; the recipe's reward weight multiplies
+    the result again.
 
     None where there is no budget (column absent or None for that sample). A budget without a
     `num_tokens` column is a wiring mistake and raises.
@@ -138,7 +147,37 @@ def length_budget(prompts, completions, budget=None, num_tokens=None, **kwargs) 
         if b is None or length is None:
             scores.append(None)
         else:
-            scores.append(length_penalty(int(length), int(b), weight=1.0, cap=1.0))  # the recipe's reward weight scales it
+            scores.append(length_penalty(int(length), int(b), weight=float(penalty), cap=float(penalty_cap)))
+    return scores
+
+
+@register("overlong_penalty")
+def overlong_penalty(prompts, completions, num_tokens=None, budget=None, L_max: int | None = None,
+                     L_buf: int | None = None, **kwargs) -> list[float | None]:
+    """DAPO's soft overlong punishment (METHODS 5, verl's DAPO reward manager):
+    min(-(len - (L_max - L_buf)) / L_buf, 0): 0 up to L_max - L_buf tokens, then linear down to -1
+    at L_max.
+
+    L_max: the `L_max` param, else each answer's `budget` column (the token budget, without
+    slack); the config fills L_max = rollout.max_tokens when there is no curriculum.budget. An
+    answer with neither scores None. Answers can run past L_max only with budget slack; there the
+    formula goes on below -1 (not clipped, as the formula; verl has no such answers). verl's
+    penalty_factor is the reward's weight in the recipe.
+    """
+    if L_buf is None or L_buf <= 0:
+        raise ValueError(f"overlong_penalty needs a positive L_buf param (got {L_buf!r})")
+    n = len(completions)
+    if num_tokens is None:
+        raise ValueError("overlong_penalty needs a 'num_tokens' column (completion lengths in tokens)")
+    lengths = _per_sample(num_tokens, n, "num_tokens")
+    budgets = _per_sample(budget, n, "budget")
+    scores: list[float | None] = []
+    for length, b in zip(lengths, budgets):
+        l_max = L_max if L_max is not None else b
+        if l_max is None or length is None:
+            scores.append(None)
+        else:
+            scores.append(min(-(int(length) - (int(l_max) - L_buf)) / L_buf, 0.0))
     return scores
 
 

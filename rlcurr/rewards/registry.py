@@ -10,13 +10,17 @@ so TRL functions that take ``completions`` first (``think_format_reward(completi
 ``accuracy_reward(completions, solution, **kwargs)``) work unchanged. The one signature rule is
 that a reward must accept ``**kwargs``: every environment column is passed to every function.
 
-A recipe names a reward in one of three ways:
+A recipe names a reward in one of three ways (and may bind keyword parameters to it with
+``params``, see `resolve_reward`):
 
 - a registered name: ``exact_match`` (see `registered_names()`; built-ins live in
-  `rlcurr.rewards.builtin`, user code can add its own with ``@register("name")``);
+  `rlcurr.rewards.builtin`, user code can add its own with ``@register("name")``; the name
+  table itself is `rlcurr.rewards.table`, which this module re-exports `register` from);
 - an import path: ``my_pkg.my_rewards:fn`` or ``my_pkg.my_rewards.fn`` (the current working
   directory is searched too, so a ``my_rewards.py`` next to the recipe works);
-- a file path: ``path/to/my_rewards.py:fn``.
+- a file path: ``path/to/my_rewards.py:fn``. The file is read as UTF-8 (or the encoding its
+  PEP 263 coding line declares); a directory, an unreadable file, bytes that do not decode, a
+  SyntaxError or any exception at import give one UserError naming the file.
 
 Completion format. TRL hands completions to reward functions as plain strings for plain-text
 prompts and as message lists (``[[{"role": "assistant", "content": ...}], ...]``) for chat
@@ -36,6 +40,7 @@ it would see under TRL, and rlcurr's built-ins accept both forms.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -43,45 +48,55 @@ import os
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from rlcurr.errors import UserError
+from rlcurr.rewards.table import RewardFn, lookup, names, register
 
-RewardFn = Callable[..., Any]
+__all__ = ["RewardFn", "register", "registered_names", "resolve_reward", "bind_params", "check_signature",
+           "required_columns", "completion_format", "reward_label"]
+
 CompletionFormat = Literal["text", "messages"]
-
-_REGISTRY: dict[str, RewardFn] = {}
-
-
-def register(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Decorator: make `fn` available to recipes as `name`."""
-
-    def deco(fn: RewardFn) -> RewardFn:
-        old = _REGISTRY.get(name)
-        # Re-importing the same module (reloads in notebooks/tests) re-registers the same function.
-        if old is not None and _qualified(old) != _qualified(fn):
-            raise ValueError(f"reward name {name!r} is already registered to {_qualified(old)}")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
 
 
 def registered_names() -> list[str]:
     _load_builtins()
-    return sorted(_REGISTRY)
+    return names()
 
 
-def resolve_reward(name: str) -> RewardFn:
-    """Return the callable a recipe's reward `name` refers to, or raise a UserError saying why not."""
+def resolve_reward(name: str, params: dict[str, Any] | None = None) -> RewardFn:
+    """Return the callable a recipe's reward `name` refers to, with `params` (the recipe's
+    ``rewards[i].params``) bound as keyword arguments, or raise a UserError saying why not."""
     _load_builtins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" not in name and "." not in name:
-        raise UserError(_unknown_name_message(name))
-    fn = _import_object(name)
-    check_signature(fn, name)
-    return fn
+    fn = lookup(name)
+    if fn is None:
+        if ":" not in name and "." not in name:
+            raise UserError(_unknown_name_message(name))
+        fn = _import_object(name)
+        check_signature(fn, name)
+    return bind_params(fn, params, name)
+
+
+def bind_params(fn: RewardFn, params: dict[str, Any] | None, name: str) -> RewardFn:
+    """`fn` with keyword `params` bound (functools.partial, keeping its name). Every key must be a
+    named keyword parameter of `fn` other than prompts/completions: **kwargs would swallow a typo."""
+    if not params:
+        return fn
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        accepted = [p.name for p in sig.parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("prompts", "completions")]
+        unknown = [k for k in params if k not in accepted]
+        if unknown:
+            raise UserError(f"reward {name!r} has no parameter(s) {unknown} (from its params); "
+                            f"its keyword parameters are {accepted}")
+    bound = functools.partial(fn, **params)
+    bound.__name__ = reward_label(fn)  # type: ignore[attr-defined]
+    bound.__module__ = getattr(fn, "__module__", None)  # type: ignore[attr-defined]
+    return bound
 
 
 def check_signature(fn: Any, name: str) -> None:
@@ -141,21 +156,17 @@ def reward_label(fn: RewardFn) -> str:
 # ---------------------------------------------------------------- helpers
 
 
-def _qualified(fn: Any) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
 def _load_builtins() -> None:
-    # Imported here, not at module top: builtin.py imports `register` from this module.
+    # On first use rather than at import: the built-ins pull in math-verify and reasoning-gym lazily.
     import rlcurr.rewards.builtin  # noqa: F401
 
 
 def _unknown_name_message(name: str) -> str:
-    names = sorted(_REGISTRY)
-    close = difflib.get_close_matches(name, names, n=1)
+    known = names()
+    close = difflib.get_close_matches(name, known, n=1)
     maybe = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"unknown reward {name!r}{maybe}. Registered rewards: {', '.join(names)}. "
+        f"unknown reward {name!r}{maybe}. Registered rewards: {', '.join(known)}. "
         "A user function is referenced by import path, e.g. 'my_module:my_reward' "
         "or 'path/to/file.py:my_reward'"
     )
@@ -204,18 +215,35 @@ def _import_module(module_name: str, name: str) -> Any:
 
 
 def _import_file(file: str, name: str) -> Any:
+    """Execute a user's reward file as a module; every way it can be broken is one UserError."""
     path = Path(file).expanduser().resolve()
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"reward {name!r}: {path} is a directory, not a Python file")
+    if not path.exists():
         raise UserError(f"reward {name!r}: file not found: {path}")
     module_name = f"rlcurr_user_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"reward {name!r}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        source = importlib.util.decode_source(data)  # UTF-8 unless a PEP 263 coding line says otherwise
+    except (SyntaxError, UnicodeDecodeError, LookupError) as e:
+        raise UserError(f"reward {name!r}: {path} is not UTF-8 text and declares no other encoding "
+                        f"(# -*- coding: ... -*-): {getattr(e, 'msg', None) or e}") from None
+    try:
+        code = compile(source, str(path), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes
+        where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        raise UserError(f"reward {name!r}: {path} is not valid Python{where}: "
+                        f"{type(e).__name__}: {getattr(e, 'msg', None) or e}") from None
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(module_name, path))
     sys.modules[module_name] = module  # before exec: dataclasses and pickle look modules up here
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:
+        exec(code, module.__dict__)
+    except (Exception, SystemExit) as e:
         del sys.modules[module_name]
         raise UserError(f"reward {name!r}: cannot import {path}: {type(e).__name__}: {e}") from None
     return module
