@@ -23,8 +23,8 @@ from pathlib import Path
 import ray
 
 from rlcurr.algos.advantages import group_advantages
-from rlcurr.checkpoint import (STATE_FILE, find_latest_checkpoint, load_state, rng_state, save_checkpoint, save_state,
-                               set_rng_state, truncate_jsonl)
+from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, find_latest_checkpoint, load_state,
+                               rng_state, save_checkpoint, save_state, set_rng_state, truncate_jsonl)
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
@@ -73,7 +73,7 @@ class Trainer:
             first = 0
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-        self.logger = RunLogger(self.run_dir, self.cfg)
+        self.logger = RunLogger(self.run_dir, self.cfg, resume_step=first if resume else None)
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
@@ -130,7 +130,8 @@ class Trainer:
     def save(self, t: int) -> None:
         def write(tmp: Path) -> None:
             self.learner.save_checkpoint(str(tmp))
-            save_state(tmp / STATE_FILE, {"step": t, "curriculum": self.controller.state_dict(), "rng": rng_state()})
+            save_state(tmp / STATE_FILE, {"step": t, "curriculum": self.controller.state_dict(), "rng": rng_state(),
+                                          "rollout_rng": self.rollout_pool.get_rng_state()})
 
         save_checkpoint(self.run_dir, t, write, self.cfg.trainer.keep_checkpoints)
 
@@ -143,18 +144,33 @@ class Trainer:
             self.log(f"warning: {msg}")
         if ckpt is None:
             raise UserError(f"{self.run_dir}: no complete checkpoint to resume from")
-        self._resume_ckpt = ckpt
         step = load_state(ckpt / STATE_FILE)["step"]
+        if ckpt != checkpoint_dir(self.run_dir, step):
+            raise UserError(f"{ckpt / STATE_FILE} says step {step}; the folder's name says otherwise")
         for name in ("metrics.jsonl", "curriculum.jsonl"):
             truncate_jsonl(self.run_dir / name, step)  # every step appears exactly once
         self.log(f"resuming from {ckpt} (step {step})")
         return step + 1
 
     def _restore(self, step: int) -> None:
-        state = load_state(self._resume_ckpt / STATE_FILE)
-        self.learner.load_checkpoint(str(self._resume_ckpt))
+        """Load checkpoint `step` (checkpoints/step_<step>): learner (weights, optimizer, its RNGs),
+        curriculum, the driver's RNGs and every rollout engine's sampling RNG, so the steps after
+        it draw what the uninterrupted run drew."""
+        ckpt = checkpoint_dir(self.run_dir, step)
+        why = check_checkpoint(ckpt)
+        if why is not None:
+            raise UserError(f"cannot restore {ckpt}: {why}")
+        state = load_state(ckpt / STATE_FILE)
+        if state.get("step") != step:
+            raise UserError(f"{ckpt / STATE_FILE} is for step {state.get('step')}, expected {step}")
+        self.learner.load_checkpoint(str(ckpt))
         self.controller.load_state_dict(state["curriculum"])
         set_rng_state(state["rng"])
+        if state.get("rollout_rng") is not None:
+            self.rollout_pool.set_rng_state(state["rollout_rng"])
+        else:  # a checkpoint written before rollout RNGs were saved
+            self.log("warning: the checkpoint has no rollout RNG state; rollouts after the resume are not "
+                     "those of an uninterrupted run")
 
     # ------------------------------------------------------------------ one step
 

@@ -137,3 +137,11 @@ class HFEngine:
         finish = "stop" if ids and ids[-1] == self.eos_id else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text)
+
+    def get_rng_state(self) -> list[int]:
+        """The sampling generator's state as plain ints (JSON-able), for checkpoints."""
+        return self.generator.get_state().tolist()
+
+    def set_rng_state(self, state: list[int]) -> None:
+        """Restore `get_rng_state`'s snapshot: the next `generate` draws as the saved run would have."""
+        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
