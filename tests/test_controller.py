@@ -8,6 +8,7 @@ import pytest
 
 from rlcurr.curriculum.config import CurriculumConfig
 from rlcurr.curriculum.controller import CurriculumController
+from rlcurr.curriculum.samplers import sklearn_available
 from rlcurr.errors import UserError
 from rlcurr.types import Completion, Prompt, ScoredGroup
 
@@ -159,7 +160,8 @@ def test_helpers_for_the_trainer():
     assert plain.budget(3) is None
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "ucb", "sec", "alp_gmm"])
+@pytest.mark.parametrize("sampler", ["uniform", "ucb", "sec", pytest.param("alp_gmm", marks=pytest.mark.skipif(
+    not sklearn_available(), reason="ALP-GMM fits need scikit-learn"))])
 def test_state_dict_round_trip_gives_the_same_plans(sampler):
     cfg = CurriculumConfig(sampler=sampler, alp_gmm={"fit_every": 10, "max_components": 3},
                            guidance={}, dynamic_sampling={})
@@ -214,3 +216,17 @@ def test_sec_q_uses_grpo_abs_advantage_whatever_the_estimator():
     assert ctrl.sampler.q["easy"] == pytest.approx(0.5 * 0.375 / (math.sqrt(0.1875) + 1e-6))
     assert ctrl.sampler.q["easy"] == pytest.approx(0.4330117, abs=1e-6)
     assert ctrl.sampler.q["mid"] == 0.0 and ctrl.sampler.q["hard"] == 0.0
+
+
+def test_observe_feeds_alp_gmm_in_arrival_order(monkeypatch):
+    import rlcurr.curriculum.samplers as samplers
+
+    monkeypatch.setattr(samplers, "sklearn_available", lambda: True)  # fit_every 100: no fit happens
+    ctrl = make(CurriculumConfig(sampler="alp_gmm", alp_gmm={"fit_every": 100}))
+    c = Completion(token_ids=[1], logprobs=[0.0], finish_reason="stop", text="x")
+    # points: easy 0, mid 0.5, hard 1 (index scaled to [0, 1]); groups arrive hard, easy, hard, mid
+    order = ["hard", "easy", "hard", "mid"]
+    groups = [ScoredGroup(prompt=ctrl.prompts[d][0], prompt_ids=[1], completions=[c] * 2, rewards=[1.0, 0.0],
+                          reward_parts={}, max_tokens=4) for d in order]
+    ctrl.observe(0, groups)
+    assert [row[0] for row in ctrl.sampler.teacher.recent] == [1.0, 0.0, 1.0, 0.5]

@@ -1,4 +1,5 @@
-"""Distribution samplers: hand-derived UCB (DUMP) and SEC numbers, the floor, ALP-GMM pieces."""
+"""Distribution samplers: hand-derived UCB (DUMP) and SEC numbers, the floor, ALP-GMM pieces
+(the GaussianMixture fits need scikit-learn and are skipped without it)."""
 
 import json
 import math
@@ -18,8 +19,10 @@ from rlcurr.curriculum.samplers import (
     FixedWeights,
     Uniform,
     apply_floor,
-    fit_gmm,
+    sklearn_available,
 )
+
+needs_sklearn = pytest.mark.skipif(not sklearn_available(), reason="ALP-GMM fits need scikit-learn (pyproject dependency)")
 
 
 def stats(*groups_adv, rewards=None):
@@ -145,7 +148,8 @@ def test_report_mean_reward_is_last_step_only():
     lambda: FixedWeights(["a", "b"], {"a": 1.0, "b": 2.0}),
     lambda: UCB(["a", "b"], UCBConfig(window=4)),
     lambda: SEC(["a", "b"]),
-    lambda: ALPGMMSampler(["a", "b"], ALPGMMConfig(fit_every=10, max_components=3), seed=1),
+    pytest.param(lambda: ALPGMMSampler(["a", "b"], ALPGMMConfig(fit_every=10, max_components=3), seed=1),
+                 marks=needs_sklearn),
 ])
 def test_state_dict_json_round_trip(make):
     s = make()
@@ -166,7 +170,7 @@ def test_state_dict_json_round_trip(make):
 
 
 def test_alp_is_abs_reward_difference_to_nearest_previous_task():
-    t = ALPGMMTeacher([0.0], [1.0], ALPGMMConfig(fit_every=100))
+    t = ALPGMMTeacher(ALPGMMConfig(fit_every=100))
     # the first 6 episodes get ALP 0 (authors: ALP only once more than 5 are stored)
     alps = [t.update(np.array([0.0]), r) for r in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]
     assert alps == [0.0] * 6
@@ -176,17 +180,41 @@ def test_alp_is_abs_reward_difference_to_nearest_previous_task():
     assert t.update(np.array([0.8]), 0.7) == pytest.approx(0.6)
 
 
-def test_fit_gmm_separates_two_clusters():
+def test_alp_gmm_feeds_episodes_in_arrival_order(monkeypatch):
+    """Groups reach the teacher in the order they were generated, not grouped by distribution."""
+    import rlcurr.curriculum.samplers as samplers
+
+    monkeypatch.setattr(samplers, "sklearn_available", lambda: True)  # no fit happens below
+    s = ALPGMMSampler(["a", "b"], ALPGMMConfig(fit_every=100))  # points a = 0, b = 1; no fit yet
+    # arrivals: a (mean 1), b (mean 0), a (mean 0.5), b (mean 1)
+    s.observe({"a": DistStats(rewards_G=[[1.0, 1.0], [0.5, 0.5]], advantages_G=[[0, 0], [0, 0]], arrival_G=[0, 2]),
+               "b": DistStats(rewards_G=[[0.0, 0.0], [1.0, 1.0]], advantages_G=[[0, 0], [0, 0]], arrival_G=[1, 3])})
+    assert [row[0] for row in s.teacher.recent] == [0.0, 1.0, 0.0, 1.0]
+    assert s.teacher.memory_rewards == [0.5, 1.0]  # latest reward per task point
+
+
+@needs_sklearn
+def test_teacher_fit_picks_components_by_aic():
+    # two tight clusters in [task, ALP]: 100 episodes at task 0 with ALP ~0, 100 at task 1 with ALP ~0.5
+    t = ALPGMMTeacher(ALPGMMConfig(fit_every=200, max_components=4), seed=1)
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal([0, 0], 0.05, (100, 2)), rng.normal([1, 1], 0.05, (100, 2))])
-    gmm = fit_gmm(X, 2, np.random.default_rng(1))
-    means = sorted(gmm.means.tolist())
-    assert means[0] == pytest.approx([0, 0], abs=0.03) and means[1] == pytest.approx([1, 1], abs=0.03)
-    assert gmm.weights == pytest.approx([0.5, 0.5], abs=0.01)
-    # AIC prefers the 2-component model over 1 component
-    assert gmm.aic(X) < fit_gmm(X, 1, np.random.default_rng(1)).aic(X)
+    for i in range(200):
+        x = float(i % 2)
+        t.recent.append([x + rng.normal(0, 0.01), 0.5 * x + rng.normal(0, 0.01)])
+    t.fit()
+    assert len(t.gmm.weights) == 2  # AIC: 2 components beat 3 and 4 on two clusters
+    means = sorted(t.gmm.means.tolist())
+    assert means[0] == pytest.approx([0, 0], abs=0.01) and means[1] == pytest.approx([1, 0.5], abs=0.01)
+    # Gaussian choice by mean ALP: ~0 vs ~0.5 -> nearly all on the task-1 Gaussian
+    assert t.gaussian_choice_probs().max() > 0.95
+    sd = json.loads(json.dumps(t.state_dict()))  # JSON-able, and exact on reload
+    u = ALPGMMTeacher(ALPGMMConfig(fit_every=200, max_components=4), seed=1)
+    u.load_state_dict(sd)
+    pts = np.array([[0.0], [1.0]])
+    assert u.discrete_probabilities(pts).tolist() == t.discrete_probabilities(pts).tolist()
 
 
+@needs_sklearn
 def test_alp_gmm_sampler_prefers_the_distribution_with_learning_progress():
     s = ALPGMMSampler(["flat", "moving"], ALPGMMConfig(fit_every=40, explore=0.2), seed=0)
     assert s.probabilities() == pytest.approx({"flat": 0.5, "moving": 0.5})  # bootstrapping: uniform
@@ -200,18 +228,6 @@ def test_alp_gmm_sampler_prefers_the_distribution_with_learning_progress():
     p = s.probabilities()
     assert p["moving"] > 0.8 and p["flat"] >= 0.1  # explore keeps >= 0.2 / 2 on each
     assert s.scores()["flat"] == 0.0 and s.scores()["moving"] > 0.2
-
-
-def test_alp_gmm_teacher_samples_inside_box():
-    t = ALPGMMTeacher([0.0, -1.0], [1.0, 1.0], ALPGMMConfig(fit_every=30, max_components=3), seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(60):
-        task = t.sample_task(rng)
-        t.update(task, float(task[0] > 0.5) * rng.random())
-    assert t.gmm is not None
-    for _ in range(50):
-        x = t.sample_task(rng)
-        assert (x >= [0.0, -1.0]).all() and (x <= [1.0, 1.0]).all()
 
 
 # ----------------------------------------------------------------------------- properties

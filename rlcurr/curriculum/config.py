@@ -41,7 +41,7 @@ class ALPGMMConfig(CurriculumSection):
     explore: float = Field(0.2, ge=0, le=1, description="share of uniform random draws")
     min_components: int = Field(2, ge=1)
     max_components: int = Field(10, ge=1)
-    em_iters: int = Field(100, ge=1, description="EM iterations per fit (sklearn's default)")
+    em_iters: int = Field(100, ge=1, description="max_iter of each sklearn GaussianMixture fit (its default)")
     params: dict[str, list[float]] | None = Field(
         None, description="task-parameter vector per distribution; default: its index scaled to [0, 1]"
     )

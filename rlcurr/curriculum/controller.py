@@ -188,7 +188,7 @@ class CurriculumController:
         self._begin(step)
         self._observed_step = step
         stats: dict[str, DistStats] = {}
-        for g in groups:
+        for arrival, g in enumerate(groups):
             if g.off_policy or not g.rewards:
                 continue
             dist = g.prompt.distribution
@@ -198,6 +198,7 @@ class CurriculumController:
             s = stats.setdefault(dist, DistStats())
             s.rewards_G.append([float(r) for r in g.rewards])
             s.advantages_G.append([float(a) for a in adv])
+            s.arrival_G.append(arrival)  # ALP-GMM feeds its teacher in this order
         self.sampler.observe(stats)
 
     @staticmethod

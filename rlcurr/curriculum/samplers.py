@@ -16,8 +16,10 @@ them into sampling probabilities. Implemented (section numbers refer to METHODS.
                   p = softmax(Q / tau); Q starts at 0. A is the std-normalised GRPO advantage
                   recomputed from each group's rewards (`grpo_abs_advantages`), whatever estimator
                   trains (Dr.GRPO, RLOO, PPO): SEC's tau is calibrated on that scale.
-- `ALPGMMSampler` ALP-GMM (METHODS 8) on the discrete distributions; see its docstring for how
-                  the continuous teacher (`ALPGMMTeacher`) is mapped onto named distributions.
+- `ALPGMMSampler` ALP-GMM (METHODS 8) on the discrete distributions, each placed at a task-parameter
+                  vector; see its docstring for how the teacher's Gaussians become probabilities.
+                  Episodes (one per prompt group) reach the teacher in the order the groups were
+                  generated (`DistStats.arrival_G`, set by the controller).
 
 |a| is the answer's advantage averaged over its response tokens; under GRPO/Dr.GRPO/RLOO the
 advantage is one scalar per answer, so |a| = |A_i|. UCB uses the trainer's advantages (DUMP
@@ -33,11 +35,9 @@ code) or uniform draws with replacement (DUMP and the others).
 All state is JSON-able (`state_dict()` / `load_state_dict()`); RNGs are numpy Generators whose
 `bit_generator.state` is stored.
 
-sklearn is not installed in the project environment, so ALP-GMM uses the small full-covariance
-EM below (`fit_gmm`, k-means++ seeding + Lloyd + EM, reg_covar 1e-6 and tol 1e-3 as sklearn's
-defaults, AIC for model choice as the authors' default). It is not bit-identical to sklearn's
-GaussianMixture (different initialisation), which is acceptable: the authors fit with one EM
-initialisation and a fixed random_state, so their fits are a single local optimum too.
+ALP-GMM fits scikit-learn's GaussianMixture (full covariances, AIC model choice, one fixed
+random_state per teacher, as the authors' teachDRL code); sklearn is imported when the first fit
+happens, and `ALPGMMSampler` checks up front that it is installed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from rlcurr.curriculum.config import ALPGMMConfig, SECConfig, UCBConfig
+from rlcurr.errors import UserError
 
 GRPO_EPS = 1e-6  # = rlcurr.algos.advantages.EPS (not imported: that module needs torch)
 
@@ -60,6 +61,8 @@ class DistStats:
 
     rewards_G: list[list[float]] = field(default_factory=list)
     advantages_G: list[list[float]] = field(default_factory=list)
+    # per group, its position among all groups observed this step (empty = unknown: dict order)
+    arrival_G: list[int] = field(default_factory=list)
 
     @property
     def num_answers(self) -> int:
@@ -327,7 +330,8 @@ class SEC(Sampler):
 
 @dataclass
 class GMM:
-    """A fitted Gaussian mixture with full covariances. weights (k,), means (k, d), covs (k, d, d)."""
+    """A fitted Gaussian mixture with full covariances (sklearn's weights_, means_, covariances_),
+    kept as arrays so that the teacher's state is JSON-able. weights (k,), means (k, d), covs (k, d, d)."""
 
     weights: np.ndarray
     means: np.ndarray
@@ -345,16 +349,6 @@ class GMM:
             out_nk[:, g] = np.log(self.weights[g]) - 0.5 * (d * math.log(2 * math.pi) + logdet + maha_n)
         return out_nk
 
-    def log_likelihood(self, X_nd: np.ndarray) -> float:
-        return float(_logsumexp(self.component_log_prob(X_nd), axis=1).sum())
-
-    def num_params(self) -> int:
-        k, d = self.means.shape
-        return int(k * d * (d + 1) / 2 + k * d + k - 1)
-
-    def aic(self, X_nd: np.ndarray) -> float:
-        return -2.0 * self.log_likelihood(X_nd) + 2.0 * self.num_params()
-
     def to_dict(self) -> dict:
         return {"weights": self.weights.tolist(), "means": self.means.tolist(), "covs": self.covs.tolist()}
 
@@ -369,79 +363,29 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
-def _kmeans_init(X_nd: np.ndarray, k: int, rng: np.random.Generator, lloyd_iters: int = 10) -> np.ndarray:
-    """k-means++ seeding then a few Lloyd iterations; returns a hard assignment (n,)."""
-    n = len(X_nd)
-    centers = [X_nd[rng.integers(n)]]
-    for _ in range(1, k):
-        d2_n = np.min([((X_nd - c) ** 2).sum(1) for c in centers], axis=0)
-        total = d2_n.sum()
-        i = rng.integers(n) if total <= 0 else rng.choice(n, p=d2_n / total)
-        centers.append(X_nd[i])
-    C_kd = np.array(centers)
-    for _ in range(lloyd_iters):
-        labels_n = ((X_nd[:, None, :] - C_kd[None]) ** 2).sum(-1).argmin(1)
-        for g in range(k):
-            if (labels_n == g).any():
-                C_kd[g] = X_nd[labels_n == g].mean(0)
-    return ((X_nd[:, None, :] - C_kd[None]) ** 2).sum(-1).argmin(1)
-
-
-def _m_step(X_nd: np.ndarray, resp_nk: np.ndarray, reg: float) -> GMM:
-    n, d = X_nd.shape
-    nk_k = resp_nk.sum(0) + 10 * np.finfo(float).eps  # as sklearn: no empty component divides by 0
-    means_kd = resp_nk.T @ X_nd / nk_k[:, None]
-    covs = np.empty((len(nk_k), d, d))
-    for g in range(len(nk_k)):
-        diff_nd = X_nd - means_kd[g]
-        covs[g] = (resp_nk[:, g, None] * diff_nd).T @ diff_nd / nk_k[g] + reg * np.eye(d)
-    return GMM(nk_k / n, means_kd, covs)
-
-
-def fit_gmm(
-    X_nd: np.ndarray, k: int, rng: np.random.Generator, iters: int = 100, tol: float = 1e-3, reg: float = 1e-6
-) -> GMM:
-    """EM for a k-component full-covariance mixture (sklearn's defaults: tol on the mean
-    log-likelihood 1e-3, reg_covar 1e-6, 100 iterations)."""
-    labels_n = _kmeans_init(X_nd, k, rng)
-    resp_nk = np.zeros((len(X_nd), k))
-    resp_nk[np.arange(len(X_nd)), labels_n] = 1.0
-    gmm = _m_step(X_nd, resp_nk, reg)
-    prev = -np.inf
-    for _ in range(iters):
-        logp_nk = gmm.component_log_prob(X_nd)
-        lse_n = _logsumexp(logp_nk, axis=1)
-        resp_nk = np.exp(logp_nk - lse_n[:, None])
-        gmm = _m_step(X_nd, resp_nk, reg)
-        ll = float(lse_n.mean())
-        if abs(ll - prev) < tol:
-            break
-        prev = ll
-    return gmm
-
-
 class ALPGMMTeacher:
-    """ALP-GMM (Portelas et al. 2019, METHODS 8) over a continuous box [mins, maxs] of task
-    parameters, as in the authors' `teachDRL/teachers/algos/alp_gmm.py`:
+    """ALP-GMM (Portelas et al. 2019, METHODS 8), as in the authors' `teachDRL/teachers/algos/alp_gmm.py`:
 
     - update(task, reward): ALP = |reward - reward of the nearest previous task| (0 while at most
       5 episodes were seen); store [task, ALP]; every `fit_every` episodes fit GMMs with
-      k = min_components..max_components on the last `fit_every` [task, ALP] rows, keep the best
-      AIC.
-    - sample_task(rng): uniform while bootstrapping (fewer than `fit_every` episodes) and with
-      probability `explore`; else pick a Gaussian with probability proportional to its mean ALP
-      (uniformly if all are 0) and sample the task from it, clipped to the box.
+      k = min_components..max_components on the last `fit_every` [task, ALP] rows (sklearn
+      GaussianMixture, full covariances, max_iter = em_iters, random_state = the teacher's seed),
+      keep the best AIC.
+    - a Gaussian is chosen with probability proportional to its mean ALP (uniformly if all are 0).
+
+    Left out: the authors' continuous task sampling (draw a task vector from the chosen Gaussian
+    and 20 % uniformly from the box). rlcurr's environments offer named distributions only (the
+    reasoning-gym grid is a finite set of points), and no recipe could reach a continuous task
+    space, so `ALPGMMSampler` turns the Gaussians into probabilities of its fixed points instead.
 
     The nearest-neighbour memory keeps one entry per distinct task vector (the latest reward):
     for identical vectors that is exactly "the nearest previous task" with ties going to the
     most recent, and it keeps the memory small when tasks repeat (named distributions).
     """
 
-    def __init__(self, mins: list[float], maxs: list[float], cfg: ALPGMMConfig = ALPGMMConfig(), seed: int = 0):
-        self.mins = np.asarray(mins, dtype=np.float64)
-        self.maxs = np.asarray(maxs, dtype=np.float64)
+    def __init__(self, cfg: ALPGMMConfig = ALPGMMConfig(), seed: int = 0):
         self.cfg = cfg
-        self.rng = np.random.default_rng(seed)  # EM initialisation only
+        self.seed = int(seed) % 2**32  # sklearn's random_state for every fit
         self.episodes = 0
         self.memory_tasks: list[list[float]] = []
         self.memory_rewards: list[float] = []
@@ -474,15 +418,24 @@ class ALPGMMTeacher:
         return alp
 
     def fit(self) -> None:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
         X_nd = np.asarray(self.recent, dtype=np.float64)
         best, best_aic = None, np.inf
         for k in range(self.cfg.min_components, min(self.cfg.max_components, len(X_nd)) + 1):
-            with np.errstate(under="ignore"):
-                gmm = fit_gmm(X_nd, k, self.rng, iters=self.cfg.em_iters)
-                aic = gmm.aic(X_nd)
+            gm = GaussianMixture(n_components=k, covariance_type="full", max_iter=self.cfg.em_iters,
+                                 random_state=self.seed)
+            with warnings.catch_warnings():  # repeated task points: fewer distinct clusters than k
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm.fit(X_nd)
+            aic = gm.aic(X_nd)
             if aic < best_aic:
-                best, best_aic = gmm, aic
-        self.gmm = best
+                best, best_aic = gm, aic
+        if best is not None:  # None: fewer rows than min_components; keep bootstrapping
+            self.gmm = GMM(best.weights_.copy(), best.means_.copy(), best.covariances_.copy())
 
     def bootstrapping(self) -> bool:
         return self.episodes < self.cfg.fit_every or self.gmm is None
@@ -493,13 +446,6 @@ class ALPGMMTeacher:
         if alp_g.sum() <= 0:
             return np.full(len(alp_g), 1.0 / len(alp_g))
         return alp_g / alp_g.sum()
-
-    def sample_task(self, rng: np.random.Generator) -> np.ndarray:
-        if self.bootstrapping() or rng.random() < self.cfg.explore:
-            return rng.uniform(self.mins, self.maxs)
-        g = rng.choice(len(self.gmm.weights), p=self.gaussian_choice_probs())
-        x = rng.multivariate_normal(self.gmm.means[g], self.gmm.covs[g])[:-1]
-        return np.clip(x, self.mins, self.maxs)
 
     def discrete_probabilities(self, points_Kd: np.ndarray) -> np.ndarray:
         """Sampling probability of each of K fixed task vectors (see ALPGMMSampler)."""
@@ -521,7 +467,6 @@ class ALPGMMTeacher:
             "memory_rewards": list(self.memory_rewards),
             "recent": [list(r) for r in self.recent],
             "gmm": None if self.gmm is None else self.gmm.to_dict(),
-            "rng": rng_state(self.rng),
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -531,7 +476,12 @@ class ALPGMMTeacher:
         self._memory_index = {tuple(t): i for i, t in enumerate(self.memory_tasks)}
         self.recent = deque([list(r) for r in sd["recent"]], maxlen=self.cfg.fit_every)
         self.gmm = None if sd["gmm"] is None else GMM.from_dict(sd["gmm"])
-        set_rng_state(self.rng, sd["rng"])
+
+
+def sklearn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
 
 
 class ALPGMMSampler(Sampler):
@@ -560,7 +510,10 @@ class ALPGMMSampler(Sampler):
         else:
             K = len(self.names)
             self.points_Kd = np.arange(K, dtype=np.float64)[:, None] / max(K - 1, 1)
-        self.teacher = ALPGMMTeacher(self.points_Kd.min(0).tolist(), self.points_Kd.max(0).tolist(), cfg, seed)
+        if not sklearn_available():
+            raise UserError("curriculum.sampler: alp_gmm fits scikit-learn's GaussianMixture, and scikit-learn "
+                            "is not installed; pip install scikit-learn (a dependency in pyproject.toml)")
+        self.teacher = ALPGMMTeacher(cfg, seed)
         self.recent_alp: dict[str, deque[float]] = {n: deque(maxlen=cfg.fit_every) for n in self.names}
 
     def raw_probabilities(self) -> np.ndarray:
@@ -570,11 +523,20 @@ class ALPGMMSampler(Sampler):
         return {n: (float(np.mean(a)) if a else None) for n, a in self.recent_alp.items()}
 
     def _update(self, stats: dict[str, DistStats]) -> None:
+        """One teacher episode per group, in arrival order (groups without `arrival_G` last, in
+        distribution order): a fit every `fit_every` episodes sees the groups generated last."""
+        episodes = []  # (arrival, distribution index, mean reward)
         for j, n in enumerate(self.names):
             s = stats.get(n)
-            for rewards in (s.rewards_G if s is not None else []):
+            if s is None:
+                continue
+            known = len(s.arrival_G) == len(s.rewards_G)
+            for k, rewards in enumerate(s.rewards_G):
                 if rewards:
-                    self.recent_alp[n].append(self.teacher.update(self.points_Kd[j], float(np.mean(rewards))))
+                    episodes.append((s.arrival_G[k] if known else math.inf, j, float(np.mean(rewards))))
+        episodes.sort(key=lambda e: e[0])  # stable: unknown arrivals keep their order
+        for _, j, reward in episodes:
+            self.recent_alp[self.names[j]].append(self.teacher.update(self.points_Kd[j], reward))
 
     def _state(self) -> dict:
         return {"teacher": self.teacher.state_dict(), "recent_alp": {n: list(a) for n, a in self.recent_alp.items()}}
