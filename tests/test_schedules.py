@@ -47,3 +47,11 @@ def test_power_schedule():
     assert f(15) == pytest.approx(2 ** -1.02)
     # no warm-up: W counts as 1, m(t) = (t + 1)^-b; t = 3, b = 0.5 -> 1/2
     assert lr_multiplier(3, 100, "power", power_exponent=0.5) == pytest.approx(0.5)
+
+
+def test_schedule_multiplier_reads_every_config_field():
+    from rlcurr.algos.schedules import schedule_multiplier
+    from rlcurr.config import ScheduleConfig
+
+    cfg = ScheduleConfig(name="power", warmup_steps=4, power_exponent=0.5)
+    assert schedule_multiplier(15, 100, cfg) == pytest.approx(0.5)  # (16 / 4) ** -0.5

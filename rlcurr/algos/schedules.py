@@ -43,3 +43,9 @@ def lr_multiplier(step: int, total_steps: int, name: str, warmup_steps: int = 0,
     if name == "rex":
         return floor + (1 - floor) * (1 - p) / (1 - p / 2)
     raise ValueError(f"unknown schedule {name!r}; choose from {NAMES}")
+
+
+def schedule_multiplier(step: int, total_steps: int, cfg) -> float:
+    """`lr_multiplier` with every parameter from a `learner.schedule` config (ScheduleConfig)."""
+    return lr_multiplier(step, total_steps, cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_fraction,
+                         cfg.power_exponent)
