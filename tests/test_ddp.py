@@ -50,3 +50,37 @@ def test_two_ranks_take_the_single_learner_step(ray_session, model_dir, agg, tis
         assert a == b  # the ranks stayed identical
     finally:
         group.shutdown()
+
+
+def _guided():
+    """Three on-policy answers and three hinted ones (off-policy, old logprobs on a hinted prompt):
+    Guide-GRPO's gamma is a quantile over the hinted answers, which sit on both ranks' shards
+    and in several micro-batches."""
+    return [TrainSample(prompt_ids=[5, 6, 76], response_ids=[(7 * j + 3 * t) % 90 + 10 for t in range(k)], advantage=a,
+                        rollout_logprobs=[], behaviour_prompt_ids=[5, 6, 40, 41, 42, 76] if j % 2 else None,
+                        off_policy=bool(j % 2))
+            for j, (k, a) in enumerate([(3, 1.0), (5, -0.5), (2, 0.25), (6, 1.5), (4, 0.75), (3, 2.0)])]
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum-norm"])
+def test_two_ranks_fix_gamma_and_d3s_tokens_over_the_whole_mini_batch(ray_session, model_dir, agg):
+    """Guidance off-policy answers + D3S token level (keep half of the tokens by |A| * H): two
+    ranks with micro-batches of 2 take the step of ONE learner with ONE micro-batch (gamma and
+    the top-k are the whole mini-batch's, computed before the gradient passes)."""
+    from rlcurr.learner.group import LearnerGroup
+
+    single = Learner(model_dir, LearnerConfig(lr=1e-2), AlgoConfig(loss_agg=agg, micro_batch_size=64), 10,
+                     response_limit=8)
+    group = LearnerGroup(model_dir, LearnerConfig(lr=1e-2, num_workers=2),
+                         AlgoConfig(loss_agg=agg, micro_batch_size=2), 10, response_limit=8)
+    try:
+        for t in range(2):
+            m1, m2 = single.train_step(_guided(), t, token_keep_frac=0.5), group.train_step(_guided(), t, token_keep_frac=0.5)
+            assert m1["d3s/tokens_kept_frac"] == pytest.approx(12 / 23)  # ceil(0.5 * 23 tokens) = 12
+            for k in ("policy_loss", "loss", "d3s/tokens_kept_frac", "grad_norm"):
+                assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
+        after = dict(group.named_weights())
+        diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()}
+        assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
+    finally:
+        group.shutdown()

@@ -19,7 +19,8 @@ def aggregate(loss_BT: torch.Tensor, mask_BT: torch.Tensor, mode: str, norm_len:
 
     token-mean:              sum(loss*mask) / sum(mask)                  (DAPO; every token weighs the same)
     seq-mean-token-mean:     mean_b [ sum_t(loss*mask) / sum_t(mask) ]   (original GRPO)
-    seq-mean-token-sum-norm: mean_b [ sum_t(loss*mask) / norm_len ]      (Dr.GRPO; norm_len = max length)
+    seq-mean-token-sum-norm: mean_b [ sum_t(loss*mask) / norm_len ]      (Dr.GRPO; norm_len = a constant,
+                                                                          the learner passes the generation limit)
     """
     mask_BT = mask_BT.to(loss_BT.dtype)
     if mode == "token-mean":
@@ -32,13 +33,21 @@ def aggregate(loss_BT: torch.Tensor, mask_BT: torch.Tensor, mode: str, norm_len:
     raise ValueError(f"unknown loss aggregation {mode!r}; choose from {AGGREGATIONS}")
 
 
+def offpolicy_gamma(ratios: torch.Tensor, quantile: float = 0.9, gamma_floor: float = 1e-4) -> float:
+    """Guide-GRPO's gamma: the `quantile` of the off-policy token ratios (any shape), >= floor.
+    The learner computes it once over the whole mini-batch (all micro-batches and ranks)."""
+    return float(torch.quantile(ratios.detach().float().flatten(), quantile).clamp(min=gamma_floor))
+
+
 def shaped_offpolicy_ratio(ratio_BT: torch.Tensor, offpolicy_mask_BT: torch.Tensor, quantile: float = 0.9,
-                           gamma_floor: float = 1e-4) -> torch.Tensor:
-    """Guide-GRPO's r / (r + gamma), gamma = detached `quantile` of the off-policy ratios (>= floor)."""
-    selected = ratio_BT.detach()[offpolicy_mask_BT.bool()]
-    if selected.numel() == 0:
-        return ratio_BT
-    gamma = torch.quantile(selected.float(), quantile).clamp(min=gamma_floor).to(ratio_BT.dtype)
+                           gamma_floor: float = 1e-4, gamma: float | None = None) -> torch.Tensor:
+    """Guide-GRPO's r / (r + gamma), gamma = detached `quantile` of the off-policy ratios (>= floor),
+    over this tensor's off-policy tokens unless `gamma` is given (the mini-batch's)."""
+    if gamma is None:
+        selected = ratio_BT.detach()[offpolicy_mask_BT.bool()]
+        if selected.numel() == 0:
+            return ratio_BT
+        gamma = offpolicy_gamma(selected, quantile, gamma_floor)
     return ratio_BT / (ratio_BT + gamma)
 
 
@@ -53,6 +62,7 @@ def policy_loss(
     offpolicy_B: torch.Tensor | None = None,
     norm_len: int | None = None,
     is_weight_BT: torch.Tensor | None = None,
+    gamma: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss  -min(r A, clip(r, 1-clip_low, 1+clip_high) A), aggregated.
 
@@ -60,6 +70,8 @@ def policy_loss(
     (one per token: PPO's GAE).
 
     `is_weight_BT` (detached, e.g. `truncated_is_weights`) multiplies every token's term.
+    `gamma`: Guide-GRPO's off-policy shaping constant fixed by the caller (the whole mini-batch's);
+    None = the quantile over this call's off-policy tokens.
     Returns the loss and token-mean statistics: clip fraction below/above, approx KL to old.
     """
     adv_BT = advantages if advantages.dim() == 2 else advantages[:, None].expand_as(logprobs_BT)
@@ -72,7 +84,7 @@ def policy_loss(
     m = mask_BT.to(logprobs_BT.dtype)
     if offpolicy_B is not None and bool(offpolicy_B.any()):
         off_BT = offpolicy_B[:, None].expand_as(logprobs_BT) & mask_BT.bool()
-        shaped_BT = shaped_offpolicy_ratio(ratio_BT, off_BT)
+        shaped_BT = shaped_offpolicy_ratio(ratio_BT, off_BT, gamma=gamma)
         loss_BT = torch.where(off_BT, -shaped_BT * adv_BT, loss_BT)
         m_on = m * (~off_BT).to(m.dtype)
     else:

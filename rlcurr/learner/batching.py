@@ -1,4 +1,4 @@
-"""Turn variable-length (prompt, response) pairs into response-aligned tensors.
+"""Turn variable-length (prompt, response) pairs into response-aligned tensors, and score answers.
 
 Every per-token quantity the learner handles (current, old, reference and rollout logprobs,
 entropy, masks) is laid out [B, T] with T = the longest response in the batch and t = 0 the
@@ -49,3 +49,121 @@ def token_logprobs(logits_BTV: torch.Tensor, responses: list[list[int]], pad_id:
     targets_BT, _ = right_pad([r + [pad_id] * (T - len(r)) for r in responses], pad_id)
     logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
     return logp_BTV.gather(-1, targets_BT.to(logits_BTV.device)[..., None])[..., 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory-lean scoring: the learner's path (the two functions above remain for SFT and tests).
+#
+# Variant: hidden states of the whole (prompt + answer) sequence, then the output head only at
+# the answer positions, and logprobs as logit[target] - logsumexp(logits) in chunks of tokens
+# (TRL's selective_log_softmax, Liger's chunked head). With gradients on, each chunk is
+# recomputed in the backward pass (activation checkpointing), so fp32 [tokens, V] logits exist
+# one chunk at a time, never whole. Left out: a fused Triton kernel, packing without padding.
+
+LOGIT_CHUNK_ELEMENTS = 2**24  # fp32 logits per chunk: 64 MiB (~110 answer tokens at V = 150k)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face causal LM inside a peft wrapper (LoRA layers stay injected in it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]],
+                  pad_id: int) -> torch.Tensor:
+    """Final hidden states (after the last norm) at the positions that predict each answer token,
+    packed answer after answer: [N, H], N = total answer tokens.
+
+    The model is called whole (so peft and FSDP hooks run) with logits_to_keep=1 (its own head
+    then costs one position); the body's output is captured by a forward hook.
+    """
+    device = next(model.parameters()).device
+    ids_BL, mask_BL = right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
+    captured: list[torch.Tensor] = []
+    body = unwrap(model).get_decoder()
+    hook = body.register_forward_hook(lambda _m, _in, out: captured.append(out.last_hidden_state))
+    try:
+        model(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device), use_cache=False, logits_to_keep=1)
+    finally:
+        hook.remove()
+    hidden_BLH = captured[0]
+    rows = torch.cat([torch.full((len(r),), b, dtype=torch.long) for b, r in enumerate(responses)])
+    # the position whose output predicts response[t] is len(prompt) - 1 + t
+    cols = torch.cat([torch.arange(len(r)) + len(p) - 1 for p, r in zip(prompts, responses)])
+    return hidden_BLH[rows.to(device), cols.to(device)]
+
+
+def _chunk_scores(h_CH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, targets_C: torch.Tensor,
+                  temperature: float, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits_CV = torch.nn.functional.linear(h_CH, weight_VH, bias_V).float() / temperature
+    lse_C = torch.logsumexp(logits_CV, dim=-1)
+    logprobs_C = logits_CV.gather(-1, targets_C[:, None])[:, 0] - lse_C
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        # H = lse - sum_v p_v * logit_v
+        entropy_C = lse_C - (torch.softmax(logits_CV, dim=-1) * logits_CV).sum(-1)
+    return logprobs_C, entropy_C
+
+
+def selective_logprobs(hidden_NH: torch.Tensor, head: torch.nn.Module, targets_N: torch.Tensor,
+                       temperature: float = 1.0, entropy_grad: bool = False,
+                       chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(head(h) / temperature)[target] and the entropy of that distribution, per token,
+    [N] each, in chunks of tokens. The entropy carries a gradient only if `entropy_grad`
+    (entropy bonus on); otherwise it is a detached by-product of the same chunk (for D3S and
+    the metric). Temperature 0 (greedy) scores at 1."""
+    temperature = temperature if temperature and temperature > 0 else 1.0
+    weight, bias = head.weight, getattr(head, "bias", None)
+    chunk = chunk_tokens or max(1, LOGIT_CHUNK_ELEMENTS // weight.shape[0])
+    targets_N = targets_N.to(hidden_NH.device)
+    lps, ents = [], []
+    for s in range(0, hidden_NH.shape[0], chunk):
+        args = (hidden_NH[s : s + chunk], weight, bias, targets_N[s : s + chunk], temperature, entropy_grad)
+        if torch.is_grad_enabled() and hidden_NH.requires_grad:
+            # recompute this chunk's logits in the backward pass instead of keeping them
+            lp, ent = torch.utils.checkpoint.checkpoint(_chunk_scores, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_scores(*args)
+        lps.append(lp)
+        ents.append(ent)
+    if not lps:
+        empty = hidden_NH.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat(lps), torch.cat(ents)
+
+
+def answer_scores(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int,
+                  temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token logprobs and entropies of the answers under `model` at `temperature`, each
+    response-aligned [B, T] (T = longest answer, padding 0)."""
+    hidden_NH = answer_hidden(model, prompts, responses, pad_id)
+    targets_N = torch.tensor([t for r in responses for t in r], dtype=torch.long)
+    lp_N, ent_N = selective_logprobs(hidden_NH, unwrap(model).get_output_embeddings(), targets_N, temperature,
+                                     entropy_grad)
+    lens = [len(r) for r in responses]
+    return unpack(lp_N, lens), unpack(ent_N, lens)
+
+
+def unpack(values_N: torch.Tensor, lens: list[int]) -> torch.Tensor:
+    """Packed per-token values [N] -> [B, T] response-aligned, zero-padded (differentiable)."""
+    T = max(lens)
+    mask_BT = response_mask(lens, T).bool().to(values_N.device)
+    out_BT = values_N.new_zeros(len(lens), T)
+    return out_BT.masked_scatter(mask_BT, values_N)
+
+
+def cut_by_tokens(lengths: list[int], max_answers: int, max_tokens: int | None) -> list[list[int]]:
+    """Contiguous groups of positions into `lengths` (each a prompt+answer length) with at most
+    `max_answers` answers and, if `max_tokens`, at most that many padded tokens (answers x the
+    longest sequence: what one forward allocates). An answer longer than the cap goes alone."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        fits = len(cur) < max_answers and (max_tokens is None or (len(cur) + 1) * max(longest, n) <= max_tokens)
+        if cur and not fits:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    return out

@@ -24,7 +24,7 @@ from transformers import AutoModel
 
 from rlcurr.algos.losses import value_loss
 from rlcurr.learner import fsdp
-from rlcurr.learner.batching import pad_lists, response_mask, right_pad
+from rlcurr.learner.batching import cut_by_tokens, pad_lists, response_mask, right_pad
 from rlcurr.learner.dataparallel import mean_of, minibatches, sum_across_ranks, sum_grads, weighted_micro_batches
 from rlcurr.learner.models import DTYPES
 from rlcurr.types import TrainSample
@@ -63,6 +63,7 @@ class Critic:
         self.model = ValueModel(model_path, dtype).to(self.device)
         self.optimizer = self._new_optimizer()
         self.rng = random.Random(seed + 1)  # its own shuffling stream; the policy's is left untouched
+        self.max_tokens = getattr(learner_cfg, "max_tokens_per_micro_batch", None)
         self.fsdp = False
 
     def _new_optimizer(self) -> torch.optim.AdamW:
@@ -81,12 +82,15 @@ class Critic:
             group["lr"] = self.algo.critic_lr * multiplier
 
     @torch.no_grad()
-    def values(self, samples: list[TrainSample], chunk: int = 64) -> list[list[float]]:
-        """V(s_t) per response token of each answer, on its hint-free prompt."""
+    def values(self, samples: list[TrainSample]) -> list[list[float]]:
+        """V(s_t) per response token of each answer, on its hint-free prompt, in forward chunks cut
+        like the training micro-batches (answers and `max_tokens_per_micro_batch`). Every rank runs
+        every sample, so FSDP's forward counts agree without padding."""
         self.model.eval()
         out: list[list[float]] = []
-        for i in range(0, len(samples), chunk):
-            part = samples[i : i + chunk]
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+        for chunk in cut_by_tokens(lengths, self.algo.micro_batch_size, self.max_tokens):
+            part = [samples[i] for i in chunk]
             responses = [s.response_ids for s in part]
             values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
             out += [values_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
@@ -94,6 +98,7 @@ class Critic:
 
     def train_step(self, samples: list[TrainSample], old_values: list[list[float]], norm_len: int) -> dict[str, float]:
         """`epochs` x `mini_batches` AdamW steps on the clipped value loss against `sample.returns`.
+        `norm_len`: Dr.GRPO's constant (the learner passes its own: the generation limit).
 
         Micro-batching, weighting and data parallel as in the learner (rlcurr.learner.dataparallel),
         so the accumulated gradient equals that of the whole mini-batch. Returns metrics averaged
@@ -107,9 +112,10 @@ class Critic:
     def _optimizer_step(self, samples, indices, old_values, norm_len) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"value_loss": 0.0, "value_clip_frac": 0.0}
-        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg)
+        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg,
+                                               self.max_tokens)
         if self.fsdp:  # equal forward/backward counts on every rank; padding has weight 0
-            micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
+            micro_batches = fsdp.pad_micro_batches(micro_batches, indices)
         for micro, weight in micro_batches:
             loss, stats = self._micro_loss([samples[i] for i in micro], [old_values[i] for i in micro], norm_len)
             (loss * weight).backward()

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import torch
 
+from rlcurr.learner.batching import cut_by_tokens
 from rlcurr.types import TrainSample
 
 
@@ -47,19 +48,21 @@ def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Ra
 
 
 def weighted_micro_batches(samples: list[TrainSample], indices: list[int], micro_batch_size: int,
-                           loss_agg: str) -> list[tuple[list[int], float]]:
+                           loss_agg: str, max_tokens: int | None = None) -> list[tuple[list[int], float]]:
     """This rank's micro-batches of the mini-batch `indices`, each with its loss weight.
 
-    weight = the micro-batch's share of the whole (global) mini-batch's denominator: its tokens
-    for token-mean, its answers otherwise; so the accumulated (and rank-summed) gradient equals
-    the gradient of the mini-batch loss.
+    At most `micro_batch_size` answers and (if `max_tokens`) that many padded prompt+answer
+    tokens each (`cut_by_tokens`). weight = the micro-batch's share of the whole (global)
+    mini-batch's denominator: its tokens for token-mean, its answers otherwise; so the
+    accumulated (and rank-summed) gradient equals the gradient of the mini-batch loss.
     """
     rank, world = dist_rank_world()
     mine = shard(indices, rank, world)
     total_tokens = sum(len(samples[i].response_ids) for i in indices)
     out = []
-    for start in range(0, len(mine), micro_batch_size):
-        micro = mine[start : start + micro_batch_size]
+    lengths = [len(samples[i].prompt_ids) + len(samples[i].response_ids) for i in mine]
+    for group in cut_by_tokens(lengths, micro_batch_size, max_tokens):
+        micro = [mine[g] for g in group]
         if loss_agg == "token-mean":
             weight = sum(len(samples[i].response_ids) for i in micro) / total_tokens
         else:
@@ -76,6 +79,21 @@ def sum_grads(params: Iterable[torch.nn.Parameter]) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         torch.distributed.all_reduce(p.grad)
+
+
+def max_across_ranks(n: int) -> int:
+    """The largest `n` over ranks (n itself for one rank)."""
+    return max(all_gather_list([n]))  # an object gather: works on gloo and NCCL alike
+
+
+def all_gather_list(mine: list) -> list:
+    """Concatenation of every rank's list, in rank order (mine for one rank)."""
+    world = dist_rank_world()[1]
+    if world == 1:
+        return list(mine)
+    parts: list = [None] * world
+    torch.distributed.all_gather_object(parts, mine)
+    return [x for part in parts for x in part]
 
 
 def sum_across_ranks(values: dict[str, float]) -> dict[str, float]:

@@ -35,7 +35,6 @@ across strategies (the optimizer state is saved keyed by parameter name, DDP's b
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -45,7 +44,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from rlcurr.learner.dataparallel import dist_rank_world, shard
+from rlcurr.learner.dataparallel import dist_rank_world, max_across_ranks, shard
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -74,14 +73,19 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def pad_micro_batches(micro_batches: list[tuple[list[int], float]], indices: list[int],
-                      micro_batch_size: int) -> list[tuple[list[int], float]]:
+def pad_micro_batches(micro_batches: list[tuple[list[int], float]], indices: list[int]) -> list[tuple[list[int], float]]:
     """This rank's micro-batches plus zero-weight ones (of the mini-batch's first answer), up to
-    rank 0's count, the largest (`shard` gives earlier ranks the remainder). A zero-weight pass
-    adds exactly zero to the summed gradient but joins the all-gather / reduce-scatter."""
-    world = dist_rank_world()[1]
-    most = math.ceil(len(shard(indices, 0, world)) / micro_batch_size)
+    the largest count over ranks (cuts by a token budget make counts differ, so the counts are
+    exchanged). A zero-weight pass adds exactly zero to the summed gradient but joins the
+    all-gather / reduce-scatter."""
+    most = max_across_ranks(len(micro_batches))
     return micro_batches + [([indices[0]], 0.0)] * (most - len(micro_batches))
+
+
+def pad_chunks(chunks: list[list[int]]) -> list[list[int]]:
+    """Forward-only passes: this rank's chunks (index lists) plus repeats of its first item's
+    chunk ([0]) up to the largest count over ranks; the caller drops their results."""
+    return chunks + [[0]] * (max_across_ranks(len(chunks)) - len(chunks))
 
 
 def pad_shard(mine: list, items: list) -> list:

@@ -31,7 +31,10 @@ from rlcurr.types import TrainSample
 
 class LearnerGroup:
     def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
-                 lora_cfg=None, seed: int = 0, actor_options: list[dict] | None = None):
+                 lora_cfg=None, seed: int = 0, actor_options: list[dict] | None = None, temperature: float = 1.0,
+                 response_limit: int | None = None):
+        """`temperature` (the rollout's sampling temperature) and `response_limit` (the generation
+        limit, Dr.GRPO's normaliser) go to every rank's `Learner`."""
         n = learner_cfg.num_workers
         self.collective = getattr(learner_cfg, "strategy", "ddp") == "fsdp"  # gathers need every rank
         threads = max(1, (os.cpu_count() or 1) // n)  # share the node's cores between the ranks
@@ -39,7 +42,7 @@ class LearnerGroup:
         self.workers = [
             LearnerWorker.options(**(actor_options[rank] if actor_options else {})).remote(
                 model_path, learner_cfg, algo_cfg, total_steps, dtype=dtype, lora_cfg=lora_cfg, seed=seed,
-                threads=threads)
+                threads=threads, temperature=temperature, response_limit=response_limit)
             for rank in range(n)]
         if n > 1:
             addr, port = ray.get(self.workers[0].rendezvous_address.remote())

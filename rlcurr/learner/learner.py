@@ -36,13 +36,14 @@ from contextlib import nullcontext
 import torch
 
 from rlcurr.algos.advantages import explained_variance, gae_BT, last_token_rewards, masked_whiten
-from rlcurr.algos.losses import aggregate, entropy_from_logits, kl_penalty, policy_loss, truncated_is_weights
+from rlcurr.algos.losses import aggregate, kl_penalty, offpolicy_gamma, policy_loss, truncated_is_weights
 from rlcurr.algos.schedules import lr_multiplier
 from rlcurr.curriculum.filters import d3s_token_mask
 from rlcurr.learner import fsdp
-from rlcurr.learner.batching import pad_lists, response_logits, response_mask, token_logprobs
-from rlcurr.learner.dataparallel import (dist_rank_world, mean_of, minibatches, shard, sum_across_ranks,
-                                         sum_grads, weighted_micro_batches)
+from rlcurr.learner.batching import answer_scores, cut_by_tokens, pad_lists, response_mask
+from rlcurr.learner.critic import Critic
+from rlcurr.learner.dataparallel import (all_gather_list, dist_rank_world, mean_of, minibatches, shard,
+                                         sum_across_ranks, sum_grads, weighted_micro_batches)
 from rlcurr.learner.models import apply_lora, load_causal_lm, load_tokenizer
 from rlcurr.types import TrainSample
 
@@ -53,9 +54,13 @@ def pick_device() -> torch.device:
 
 class Learner:
     def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
-                 lora_cfg=None, seed: int = 0):
+                 lora_cfg=None, seed: int = 0, temperature: float = 1.0, response_limit: int | None = None):
         torch.manual_seed(seed)
         self.cfg, self.algo, self.total_steps = learner_cfg, algo_cfg, total_steps
+        # The engines' logprobs are those of logits / T: every pass here scores the same way.
+        self.temperature = temperature if temperature and temperature > 0 else 1.0  # greedy: scored at 1
+        self.response_limit = response_limit  # Dr.GRPO's constant normaliser (the generation limit)
+        self.max_tokens = getattr(learner_cfg, "max_tokens_per_micro_batch", None)
         self.device = pick_device()
         self.fsdp = getattr(learner_cfg, "strategy", "ddp") == "fsdp"
         # FSDP: stay on CPU until sharded, so a GPU never holds the whole model.
@@ -72,8 +77,6 @@ class Learner:
         self.rng = random.Random(seed)
         self.critic = None
         if algo_cfg.name == "ppo":
-            from rlcurr.learner.critic import Critic  # here, not at the top: critic.py imports this module
-
             self.critic = Critic(model_path, learner_cfg, algo_cfg, self.pad_id, dtype=dtype, device=place,
                                  seed=seed)
 
@@ -103,20 +106,30 @@ class Learner:
 
     @torch.no_grad()
     def logprobs(self, samples: list[TrainSample], behaviour: bool = False, reference: bool = False,
-                 chunk: int = 64) -> list[list[float]]:
-        """Per-token logprobs of each answer (on its behaviour prompt if `behaviour`)."""
+                 entropy: bool = False) -> list[list[float]] | tuple[list[list[float]], list[list[float]]]:
+        """Per-token logprobs of each answer at the sampling temperature (on its behaviour prompt
+        if `behaviour`), in forward chunks cut like the training micro-batches (answers and
+        `max_tokens_per_micro_batch`). With `entropy`, also the per-token entropies."""
         self.model.eval()
+        prompts = [(s.behaviour_prompt_ids or s.prompt_ids) if behaviour else s.prompt_ids for s in samples]
+        chunks = cut_by_tokens([len(p) + len(s.response_ids) for p, s in zip(prompts, samples)],
+                               self.algo.micro_batch_size, self.max_tokens)
+        real = len(chunks)
+        if self.fsdp:  # equal forward counts on every rank; the padding's results are dropped
+            chunks = fsdp.pad_chunks(chunks)
+        model = self.ref_model if (reference and self.ref_model is not None) else self.model
+        ctx = self._ref_context() if (reference and self.ref_model is None) else nullcontext()
         out: list[list[float]] = []
-        for i in range(0, len(samples), chunk):
-            part = samples[i : i + chunk]
-            prompts = [(s.behaviour_prompt_ids or s.prompt_ids) if behaviour else s.prompt_ids for s in part]
-            responses = [s.response_ids for s in part]
-            model = self.ref_model if (reference and self.ref_model is not None) else self.model
-            ctx = self._ref_context() if (reference and self.ref_model is None) else nullcontext()
-            with ctx:
-                lp_BT = token_logprobs(response_logits(model, prompts, responses, self.pad_id), responses, self.pad_id)
-            out += [lp_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
-        return out
+        ent: list[list[float]] = []
+        with ctx:
+            for c, chunk in enumerate(chunks):
+                responses = [samples[i].response_ids for i in chunk]
+                lp_BT, ent_BT = answer_scores(model, [prompts[i] for i in chunk], responses, self.pad_id,
+                                              self.temperature)
+                if c < real:
+                    out += [lp_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
+                    ent += [ent_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
+        return (out, ent) if entropy else out
 
     # ------------------------------------------------------------------ update
 
@@ -139,7 +152,7 @@ class Learner:
         old = None if reuse else self.sharded_logprobs(samples, behaviour=True)
         fresh_old = [[] for _ in samples] if reuse else None  # filled by the training forward
         ref = self.sharded_logprobs(samples, reference=True) if self.algo.kl_coef > 0 else None
-        norm_len = max(len(s.response_ids) for s in samples)  # Dr.GRPO's constant: longest answer
+        norm_len = self.norm_len(samples)
         ppo_metrics: dict[str, float] = {}
         if self.critic is not None:  # PPO: per-token GAE advantages and returns from the critic
             samples, old_values, ppo_metrics = self.gae_samples(samples)
@@ -158,6 +171,12 @@ class Learner:
             metrics.update(ppo_metrics)
             metrics.update(self.critic.train_step(samples, old_values, norm_len))
         return metrics
+
+    def norm_len(self, samples: list[TrainSample]) -> int:
+        """Dr.GRPO's constant normaliser: the generation limit (`response_limit`), the same every
+        step; without one (or if an answer is longer), the step's longest answer."""
+        longest = max(len(s.response_ids) for s in samples)
+        return max(self.response_limit, longest) if self.response_limit else longest
 
     def old_from_training_forward(self, samples: list[TrainSample]) -> bool:
         """Fully on-policy (one optimizer step, no hinted answers, one rank, no LoRA dropout or
@@ -195,15 +214,18 @@ class Learner:
         answer's training-forward logprobs are written to fresh_old[i] as its old logprobs."""
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg)
+        micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg,
+                                               self.max_tokens)
         if self.fsdp:  # equal forward/backward counts on every rank
-            micro_batches = fsdp.pad_micro_batches(micro_batches, indices, self.algo.micro_batch_size)
+            micro_batches = fsdp.pad_micro_batches(micro_batches, indices)
+        fixed = self.minibatch_constants(samples, indices, old, token_keep_frac, len(micro_batches))
         for micro, weight in micro_batches:
             part = [samples[i] for i in micro]
             forward_logprobs: list[list[float]] = []
             loss, stats = self._micro_loss(part, [old[i] for i in micro] if old is not None else None,
                                            [ref[i] for i in micro] if ref else None, norm_len, token_keep_frac,
-                                           logprobs_out=forward_logprobs)
+                                           logprobs_out=forward_logprobs,
+                                           fixed=None if fixed is None else fixed.for_micro(micro))
             if old is None:  # the training forward's logprobs are this step's old logprobs
                 for i, lp in zip(micro, forward_logprobs):
                     fresh_old[i] = lp
@@ -219,6 +241,50 @@ class Learner:
         totals["grad_norm"] = fsdp.as_float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         self.optimizer.step()
         return totals
+
+    @torch.no_grad()
+    def minibatch_constants(self, samples: list[TrainSample], indices: list[int], old: list[list[float]] | None,
+                            token_keep_frac: float | None, n_micro: int) -> "MiniBatchConstants | None":
+        """Guide-GRPO's gamma (quantile of the off-policy ratios) and D3S's kept tokens (top |A| * H)
+        over the WHOLE mini-batch `indices`, before its gradient passes, so that any cut into
+        micro-batches or ranks takes the step of one forward over the mini-batch.
+
+        A no-grad pre-pass: each rank scores its shard of the mini-batch (current logprobs and
+        entropies, at the sampling temperature), the shards are all-gathered, and every rank
+        derives the same constants. Skipped (None) when neither is needed, or when one forward on
+        one rank covers the mini-batch (`_micro_loss` then computes them itself, no extra pass).
+        """
+        d3s = token_keep_frac is not None and token_keep_frac < 1
+        off = any(samples[i].off_policy for i in indices)
+        rank, world = dist_rank_world()
+        if not (d3s or off) or (world == 1 and n_micro == 1):
+            return None
+        mine = [samples[i] for i in shard(indices, rank, world)]
+        n_mine = len(mine)
+        if self.fsdp:  # equal forward counts on every rank
+            mine = fsdp.pad_shard(mine, [samples[i] for i in indices])
+        lp, ent = self.logprobs(mine, entropy=True) if mine else ([], [])
+        self.model.train()  # logprobs() switched to eval
+        lp, ent = all_gather_list(lp[:n_mine]), all_gather_list(ent[:n_mine])  # in `indices` order
+        keep = None
+        if d3s:
+            lens = [len(samples[i].response_ids) for i in indices]
+            T = max(lens)
+            mask_BT = response_mask(lens, T)
+            if samples[indices[0]].token_advantages is not None:  # PPO: per-token advantages
+                adv = pad_lists([samples[i].token_advantages for i in indices], T)
+            else:
+                adv = torch.tensor([samples[i].advantage for i in indices], dtype=torch.float32)
+            keep_BT = d3s_token_mask(adv, pad_lists(ent, T), mask_BT, token_keep_frac)
+            keep = {i: keep_BT[k, : lens[k]].tolist() for k, i in enumerate(indices)}
+            kept, total = float(keep_BT.sum()), float(mask_BT.sum())
+        gamma = None
+        if off:  # exp(logp - old) of every off-policy token the loss trains (D3S: the kept ones)
+            ratios = torch.cat([(torch.tensor(lp[k]) - torch.tensor(old[i])).exp()[
+                                    torch.tensor(keep[i]) > 0 if keep else slice(None)]
+                                for k, i in enumerate(indices) if samples[i].off_policy])
+            gamma = offpolicy_gamma(ratios) if ratios.numel() else None
+        return MiniBatchConstants(gamma, keep, kept if d3s else 0.0, total if d3s else 0.0)
 
     def sharded_logprobs(self, samples: list[TrainSample], **kwargs) -> list[list[float]]:
         """`logprobs` of all samples, each rank computing a contiguous shard, then all-gathered."""
@@ -242,12 +308,17 @@ class Learner:
 
     def _micro_loss(self, part: list[TrainSample], old: list[list[float]] | None, ref: list[list[float]] | None,
                     norm_len: int, token_keep_frac: float | None = None,
-                    logprobs_out: list[list[float]] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    logprobs_out: list[list[float]] | None = None,
+                    fixed: "MicroConstants | None" = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of one micro-batch. `fixed` (from `minibatch_constants`) carries the mini-batch's
+        gamma and D3S kept tokens; without it they are computed over this micro-batch alone."""
         dev = self.device
+        a = self.algo
         responses = [s.response_ids for s in part]
-        logits_BTV = response_logits(self.model, [s.prompt_ids for s in part], responses, self.pad_id)
-        T = logits_BTV.shape[1]
-        logprobs_BT = token_logprobs(logits_BTV, responses, self.pad_id)
+        # Logits only at answer positions, chunked; entropy differentiable only for the bonus.
+        logprobs_BT, entropy_BT = answer_scores(self.model, [s.prompt_ids for s in part], responses, self.pad_id,
+                                                self.temperature, entropy_grad=a.entropy_coef != 0)
+        T = logprobs_BT.shape[1]
         mask_BT = response_mask([len(r) for r in responses], T).to(dev)
         # old None: fully on-policy, the current policy is the old one (see old_from_training_forward)
         old_BT = logprobs_BT.detach() if old is None else pad_lists(old, T).to(dev)
@@ -258,19 +329,28 @@ class Learner:
         else:  # GRPO family: one per answer, [B]
             adv = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=dev)
         off_B = torch.tensor([s.off_policy for s in part], dtype=torch.bool, device=dev)
-        a = self.algo
         is_weight_BT = None
         if a.tis_cap is not None:
             rollout_BT = pad_lists(rollout_rows(part, old), T).to(dev)
             is_weight_BT = truncated_is_weights(old_BT, rollout_BT, mask_BT, a.tis_cap)
-        entropy_BT = entropy_from_logits(logits_BTV.detach() if a.entropy_coef == 0 else logits_BTV)
         pg_mask_BT = mask_BT
-        if token_keep_frac is not None and token_keep_frac < 1:  # D3S: only the top |A| * H tokens
-            pg_mask_BT = d3s_token_mask(adv, entropy_BT, mask_BT, token_keep_frac)
+        d3s = token_keep_frac is not None and token_keep_frac < 1
+        if d3s and fixed is not None and fixed.keep is not None:  # the mini-batch's top |A| * H tokens
+            pg_mask_BT = mask_BT * pad_lists(fixed.keep, T).to(dev)
+        elif d3s:  # D3S over this micro-batch, which is the whole mini-batch here
+            pg_mask_BT = d3s_token_mask(adv, entropy_BT.detach(), mask_BT, token_keep_frac)
         pg_loss, stats = policy_loss(logprobs_BT, old_BT, adv, pg_mask_BT, a.clip_low, a.clip_high, a.loss_agg,
-                                     offpolicy_B=off_B, norm_len=norm_len, is_weight_BT=is_weight_BT)
+                                     offpolicy_B=off_B, norm_len=norm_len, is_weight_BT=is_weight_BT,
+                                     gamma=None if fixed is None else fixed.gamma)
         if token_keep_frac is not None:
-            stats["d3s/tokens_kept_frac"] = pg_mask_BT.sum() / mask_BT.sum().clamp(min=1)
+            kept_frac = pg_mask_BT.sum() / mask_BT.sum().clamp(min=1)
+            if d3s and fixed is not None and fixed.keep is not None:
+                kept_frac = torch.tensor(fixed.kept / max(fixed.total, 1.0))  # the mini-batch's (weights sum to 1)
+                if a.loss_agg == "token-mean" and float(pg_mask_BT.sum()) > 0:
+                    # token-mean over the mini-batch's kept tokens: this micro-batch's weight is its
+                    # share of all tokens, its loss a mean over its kept ones; rescale to kept/kept_total.
+                    pg_loss = pg_loss * (pg_mask_BT.sum() / mask_BT.sum()) * (fixed.total / fixed.kept)
+            stats["d3s/tokens_kept_frac"] = kept_frac
         entropy = aggregate(entropy_BT, mask_BT, a.loss_agg, norm_len)
         loss = pg_loss - a.entropy_coef * entropy
         stats = {**stats, "policy_loss": pg_loss.detach(), "entropy": entropy.detach()}
@@ -351,6 +431,31 @@ class Learner:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
         model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+
+
+@dataclasses.dataclass
+class MicroConstants:
+    """A micro-batch's view of `MiniBatchConstants`: gamma, its answers' D3S keep rows, and the
+    mini-batch's kept / total token counts."""
+
+    gamma: float | None
+    keep: list[list[float]] | None
+    kept: float
+    total: float
+
+
+@dataclasses.dataclass
+class MiniBatchConstants:
+    """Per-mini-batch constants fixed before the gradient passes (`Learner.minibatch_constants`)."""
+
+    gamma: float | None
+    keep: dict[int, list[float]] | None  # sample index -> 1/0 per answer token
+    kept: float
+    total: float
+
+    def for_micro(self, micro: list[int]) -> MicroConstants:
+        keep = [self.keep[i] for i in micro] if self.keep is not None else None
+        return MicroConstants(self.gamma, keep, self.kept, self.total)
 
 
 def logprob_parity(samples: list[TrainSample], learner_logprobs: list[list[float]]) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""LearnerWorker: a Ray actor that holds one `Learner`. No logic lives here."""
+"""LearnerWorker: a Ray actor that holds one `Learner`. No logic lives here: its arguments
+(including `temperature` and `response_limit`) are the Learner's."""
 
 from __future__ import annotations
 
