@@ -134,6 +134,8 @@ def solution_prefix(solution: Any, fraction: float) -> str | None:
 def read_rows(file: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
     """(row, "path:line") for each row of a JSONL or Parquet file."""
     path = Path(file).expanduser()
+    if path.is_dir():
+        raise UserError(f"math env: {path} is a directory, not a data file (JSONL or Parquet)")
     if not path.is_file():
         raise UserError(f"math env: data file not found: {path}")
     if path.suffix == ".parquet":
@@ -143,11 +145,22 @@ def read_rows(file: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise UserError(f"math env: cannot read {path}: {e.strerror or e}") from None
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                f"JSONL files must be UTF-8") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

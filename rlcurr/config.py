@@ -384,15 +384,30 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """Read a recipe (or a run's config.yaml); every way it can be unreadable is one UserError
+    naming the file: missing, a directory, not readable, not UTF-8, not YAML, not a mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a recipe file")
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save the recipe as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{where}: not valid YAML: {what}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a YAML mapping at the top level")
+        got = "empty" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"{path}: a recipe must be a YAML mapping at the top level (it is {got})")
     return data
 
 

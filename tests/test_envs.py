@@ -160,6 +160,19 @@ def test_math_missing_file(tmp_path):
         MathConfig(train_files=[str(tmp_path / "nope.jsonl")]).build(seed=0)
 
 
+def test_math_unreadable_files_are_user_errors(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"question": "q", "answer": "1"}\n{"question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(UserError, match=r"latin1\.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        MathConfig(train_files=[str(bad)]).build(seed=0)
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"d\.jsonl is a directory"):
+        MathConfig(train_files=[str(tmp_path / "d.jsonl")]).build(seed=0)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": "1"}\n{"question": "q2", "answer": "2"}\n')
+    assert len(MathConfig(train_files=[str(bom)]).build(seed=0).train_prompts("unknown")) >= 1
+
+
 def test_math_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

@@ -1,0 +1,209 @@
+"""Every unreadable input gives ONE clean error through the real CLI: exit code != 0, one `error:`
+line naming the file, no traceback, and no run directory.
+
+Inputs: the recipe (not UTF-8, a directory, unreadable, not a mapping, not YAML, empty), the
+math environment's data files (the only environment that reads a user path: missing, a
+directory, not UTF-8, unreadable, not JSON, rows that are not objects or lack keys, a broken
+Parquet file, no rows) and user reward files (a SyntaxError, not UTF-8, a directory, missing).
+
+One case of each class runs the real `python -m rlcurr.cli` in a subprocess; the others call
+`rlcurr.cli.main` in this process (the same code path, without paying torch/ray imports per case;
+an uncaught exception there fails the test just as a traceback would).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # chmod 000 does not stop root from reading
+
+TINY = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64}}
+
+
+def _subprocess(*args):
+    return subprocess.run([sys.executable, "-m", "rlcurr.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the CLI in this process: (args) -> an object with returncode, stdout, stderr."""
+    from rlcurr.cli import main
+
+    monkeypatch.chdir(ROOT)
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+
+
+def _recipe(tmp_path, env=None, rewards=None) -> Path:
+    data = {"name": "bad", "model": TINY, "env": env or {"name": "arith", "distributions": ["add1"]},
+            "trainer": {"steps": 1, "output_dir": str(tmp_path / "run")},
+            "logging": {"progress": False, "tensorboard": False}}
+    if rewards is not None:
+        data["rewards"] = rewards
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _assert_clean(out, names: Path, run_dir: Path, expected: str | None = None):
+    both = out.stdout + out.stderr
+    assert out.returncode != 0, both[-2000:]
+    assert "Traceback" not in both, both[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out.stderr[-2000:]
+    assert str(names) in errors[0], errors[0]
+    if expected is not None:
+        assert expected in errors[0], errors[0]
+    assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def _not_utf8(p: Path) -> Path:
+    p.write_bytes(b"name: caf\xe9\nmodel: {tiny: {}}\n")  # latin-1
+    return p
+
+
+def _directory(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+def _unreadable(p: Path) -> Path:
+    p.write_text("name: x\n")
+    p.chmod(0)
+    return p
+
+
+def _list(p: Path) -> Path:
+    p.write_text("- a\n- b\n")
+    return p
+
+
+def _scalar(p: Path) -> Path:
+    p.write_text("just a string\n")
+    return p
+
+
+def _empty(p: Path) -> Path:
+    p.write_text("")
+    return p
+
+
+def _bad_yaml(p: Path) -> Path:
+    p.write_text("name: [unclosed\nmodel: {\n")
+    return p
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_not_utf8, "UTF-8"),
+    (_directory, "directory"),
+    pytest.param(_unreadable, "cannot read", marks=pytest.mark.skipif(AS_ROOT, reason="root reads mode-000 files")),
+    (_list, "mapping"),
+    (_scalar, "mapping"),
+    (_empty, "mapping"),
+    (_bad_yaml, "not valid YAML"),
+], ids=["not_utf8", "directory", "unreadable", "list", "scalar", "empty", "bad_yaml"])
+def test_bad_recipe(cli, tmp_path, make, expected):
+    path = make(tmp_path / "recipe.yaml")
+    try:
+        out = (_subprocess if make is _not_utf8 else cli)("train", str(path), f"trainer.output_dir={tmp_path / 'run'}")
+    finally:
+        if path.exists() and not path.is_dir():
+            path.chmod(0o644)
+    _assert_clean(out, path, tmp_path / "run", expected)
+
+
+def test_missing_recipe(cli, tmp_path):
+    path = tmp_path / "nope.yaml"
+    _assert_clean(cli("train", str(path), f"trainer.output_dir={tmp_path / 'run'}"), path, tmp_path / "run",
+                  "not found")
+
+
+def test_resume_with_a_non_utf8_config(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _not_utf8(run / "config.yaml")
+    out = cli("train", "--resume", str(run))
+    _assert_clean(out, run / "config.yaml", tmp_path / "nothing", "UTF-8")
+
+
+# ---------------------------------------------------------------- environment data files (envs/math.py)
+
+
+def _data(tmp_path, name: str, content: bytes | None) -> Path:
+    p = tmp_path / name
+    if content is None:
+        p.mkdir()
+    else:
+        p.write_bytes(content)
+    return p
+
+
+ROW = b'{"question": "1+1?", "answer": "2"}\n'
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("missing.jsonl", "missing", "not found"),
+    ("dir.jsonl", None, "directory"),
+    ("latin1.jsonl", ROW + '{"question": "caf\xe9?", "answer": "1"}\n'.encode("latin-1"), "UTF-8"),
+    ("unreadable.jsonl", "unreadable", "cannot read"),
+    ("broken.jsonl", ROW + b'{"question": "2+2?", "answer": \n', "not valid JSON"),
+    ("list.jsonl", b'["1+1?", "2"]\n', "JSON object"),
+    ("columns.jsonl", b'{"prompt": "1+1?", "solution": "2"}\n', "missing 'question'"),
+    ("no_answer.jsonl", b'{"question": "1+1?"}\n', "missing 'answer'"),
+    ("number.jsonl", b'{"question": 11, "answer": "2"}\n', "must be a string"),
+    ("broken.parquet", b"PAR1 this is not parquet", "Parquet"),
+    ("empty.jsonl", b"\n", "no rows"),
+], ids=lambda v: v if isinstance(v, str) and "." in v else None)
+def test_bad_math_data_file(cli, tmp_path, name, content, expected):
+    if content == "unreadable" and AS_ROOT:
+        pytest.skip("root reads mode-000 files")
+    if content == "missing":
+        path = tmp_path / name
+    elif content == "unreadable":
+        path = _data(tmp_path, name, ROW)
+        path.chmod(0)
+    else:
+        path = _data(tmp_path, name, content)
+    recipe = _recipe(tmp_path, env={"name": "math", "train_files": [str(path)]})
+    out = (_subprocess if name == "latin1.jsonl" else cli)("train", str(recipe))
+    _assert_clean(out, path, tmp_path / "run", expected)
+
+
+def test_bad_math_eval_file(cli, tmp_path):
+    train = _data(tmp_path, "train.jsonl", ROW * 3)
+    bad = _data(tmp_path, "eval.jsonl", b"\xff\xfe" + ROW)
+    recipe = _recipe(tmp_path, env={"name": "math", "train_files": [str(train)], "eval_files": [str(bad)]})
+    _assert_clean(cli("train", str(recipe)), bad, tmp_path / "run", "UTF-8")
+
+
+# ---------------------------------------------------------------- user reward files (rlcurr/rewards/registry.py)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("syntax.py", b"def fn(prompts, completions, **kw)\n    return [1.0] * len(completions)\n"),
+    ("latin1.py", "def fn(prompts, completions, **kw):\n    return [1.0] * len(completions)  # caf\xe9\n".encode("latin-1")),
+    ("dir.py", None),
+    ("missing.py", "missing"),
+    ("raises.py", b"raise RuntimeError('boom at import')\n"),
+], ids=["syntax_error", "not_utf8", "directory", "missing", "raises_at_import"])
+def test_bad_reward_file(cli, tmp_path, name, content):
+    path = tmp_path / name if content == "missing" else _data(tmp_path, name, content)
+    recipe = _recipe(tmp_path, rewards=[{"name": f"{path}:fn"}])
+    out = (_subprocess if name == "syntax.py" else cli)("train", str(recipe))
+    _assert_clean(out, path, tmp_path / "run")
