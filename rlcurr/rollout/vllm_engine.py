@@ -21,6 +21,17 @@ Choices:
   Tied embeddings: the reload breaks vLLM's lm_head/embed_tokens tie, and without an explicit
   `lm_head.weight` the head keeps the OLD weights (measured: logprobs off by ~0.8). So for tied
   models we add `lm_head.weight` = the new embeddings when the caller left it out.
+- Resume is NOT draw-for-draw reproducible with this engine (it is with `HFEngine`, whose
+  generator state the trainer checkpoints). The trainer sends no per-request seeds
+  (`GenRequest.seed` is None), so vLLM samples from the engine's own RNG, seeded once by
+  `LLM(seed=...)`. That state lives in vLLM's engine core (another process by default) and vLLM
+  has no public API to read or set it, so this class has no `get_rng_state`/`set_rng_state`:
+  the checkpoint stores None for a vLLM worker and a resumed run restarts its sampling stream
+  from the seed (the learner, curriculum and driver RNGs are still restored). Per-request seeds
+  derived from (seed, step, request) would make the draws replayable, at the cost of vLLM's
+  per-request-generator sampling path; even then outputs depend on how vLLM batches and
+  schedules requests (its kernels are not batch-invariant by default), so equality with an
+  uninterrupted run would not be guaranteed. Not done.
 On CPU `gpu_memory_utilization` is the share of RAM reserved for the KV cache; keep it low.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (spawned workers).
 
