@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.add_argument("--dir", default=str(RECIPES_DIR))
     p.set_defaults(fn=cmd_recipes)
-    from rlcurr.inspect import add_inspect_parser
+    from rlcurr.report import add_inspect_parser
 
     add_inspect_parser(sub)
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""rlcurr.inspect on synthetic run directories written here (no training)."""
+"""rlcurr.report (the `rlcurr inspect` command) on synthetic run directories written here (no training)."""
 
 import json
 import math
@@ -14,7 +14,7 @@ import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from rlcurr.errors import UserError  # noqa: E402
-from rlcurr.inspect import (  # noqa: E402
+from rlcurr.report import (  # noqa: E402
     add_inspect_parser,
     load_run,
     parse_steps,
@@ -110,7 +110,7 @@ def test_finished_run(tmp_path):
 
 
 def test_many_distributions_print_one_row_each(tmp_path, monkeypatch):
-    import rlcurr.inspect as insp
+    import rlcurr.report as insp
 
     monkeypatch.setattr(insp, "WIDE", 2)  # the 3-distribution run now counts as "many"
     run = load_run(write_run(tmp_path / "run"), None)
@@ -202,3 +202,15 @@ def test_cli(tmp_path, capsys):
     args.fn(args)
     assert "synthetic" in capsys.readouterr().out
     assert not math.isnan(s["time_per_step_mean"])
+
+
+def test_the_report_module_does_not_shadow_the_standard_library():
+    import importlib
+    import inspect as stdlib_inspect
+    from pathlib import Path
+
+    import rlcurr
+
+    assert not (Path(rlcurr.__file__).parent / "inspect.py").exists()
+    assert hasattr(stdlib_inspect, "signature")
+    assert importlib.import_module("rlcurr.report").add_inspect_parser is add_inspect_parser

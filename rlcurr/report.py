@@ -1,5 +1,7 @@
 """`rlcurr inspect RUN_DIR`: summarise a run directory (config.yaml, metrics.jsonl, curriculum.jsonl).
 
+(The module is `report`, not `inspect`, so that it does not shadow the standard library's inspect.)
+
     rlcurr inspect runs/quickstart                 rich tables in the terminal
     rlcurr inspect runs/quickstart --json          the same as one JSON object on stdout
     rlcurr inspect runs/quickstart --plot run.png  a figure (sampling probabilities, eval accuracy,
