@@ -76,7 +76,7 @@ def measure_engine(args, engine: str) -> dict:
     pool = trainer.rollout_pool
     try:
         prompts = trainer.env.train_prompts("add2")[: args.prompts]
-        requests = [GenRequest(trainer.encode(p), args.n, args.max_tokens, 1.0, seed=1000 + i)
+        requests = [GenRequest(trainer.encode(p)[0], args.n, args.max_tokens, 1.0, seed=1000 + i)
                     for i, p in enumerate(prompts)]
         pool.generate(requests)  # untimed: first-call costs (allocations, vLLM warm-up)
         gen = []

@@ -13,6 +13,11 @@ placed identically in both. The user-turn text is::
   back unchanged.
 
 The hint goes before the question so that the prompt still ends exactly where the answer starts.
+
+Tokens (`encode_prompt`): with a chat template the rendered text already holds the model's special
+tokens (BOS included, where the model uses one), so it is encoded with add_special_tokens=False;
+without one the tokenizer's own convention applies (add_special_tokens=True: e.g. Llama prepends
+BOS). The SFT warm-up must encode its prompts the same way so that warm-up and rollouts agree.
 """
 
 from __future__ import annotations
@@ -51,3 +56,8 @@ def format_prompt(tokenizer: Any, question: str, *, system_prompt: str | None, i
 def format_env_prompt(tokenizer: Any, env_cfg: Any, question: str, hint: str | None = None) -> str:
     """`format_prompt` with the environment config's system prompt and instruction."""
     return format_prompt(tokenizer, question, system_prompt=env_cfg.system_prompt, instruction=env_cfg.instruction, hint=hint)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a `format_prompt` text, special tokens per the tokenizer's convention (see above)."""
+    return tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]

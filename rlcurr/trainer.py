@@ -1,12 +1,14 @@
-"""The driver loop. `Trainer.step(t)` reads as the ten steps of DESIGN.md:
+"""The driver loop. `Trainer.step(t)` reads as the ten steps of DESIGN.md, in the order they run:
 
  1 plan     curriculum chooses prompts, their distribution and max_tokens
- 2 rollout  RolloutWorker actors generate n answers per prompt
- 3 score    reward functions -> ScoredGroups
+ 2 rollout  RolloutWorker actors generate n answers per prompt -> Rollouts
+ 3 score    reward functions -> ScoredGroups of the answers they scored (a failed reward leaves its
+            answer out), each given its group-relative advantages here, once (pure functions;
+            DESIGN's step 6, moved up: guide, filter and observe all read them)
  4 guide    all-failed groups are re-rolled with a hint (Guide-GRPO), kept if mixed
  5 filter   optional DAPO dynamic sampling: drop zero-variance groups, refill rounds repeat 1-5
- 6 advant.  group-relative advantages (pure functions); optional D3S answer down-sampling
- 7 observe  the curriculum updates its statistics
+ 6 observe  the curriculum updates its statistics
+ 7 d3s      optional D3S answer down-sampling (kept answers keep their group's advantages)
  8 learn    LearnerGroup: old/ref logprobs, clipped loss, optimizer step
  9 sync     learner weights -> every rollout worker
 10 record   metrics.jsonl, curriculum.jsonl, TensorBoard, checkpoints
@@ -33,11 +35,11 @@ from rlcurr.learner.group import LearnerGroup
 from rlcurr.learner.models import load_tokenizer
 from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
-from rlcurr.prompting import format_env_prompt, has_chat_template
+from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
 from rlcurr.rollout.pool import RolloutPool, placement
 from rlcurr.rollout.worker import RolloutWorker
-from rlcurr.types import BatchPlan, GenRequest, PlannedPrompt, Prompt, ScoredGroup, TrainSample
+from rlcurr.types import BatchPlan, GenRequest, PlannedPrompt, Prompt, Rollout, ScoredGroup, TrainSample
 from rlcurr import metrics as M
 
 
@@ -52,6 +54,7 @@ class Trainer:
         self.rewards = RewardRunner(reward_specs(cfg.rewards, self.env.default_rewards), cfg.reward, conversational=chat)
         # Eval accuracy = the environment's own verifier (its first default reward) > 0.
         self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward, conversational=chat)
+        self.reward_failures = {"errors": 0, "timeouts": 0, "groups_dropped": 0}  # this step's, reset by collect
         self.controller = CurriculumController(
             cfg.curriculum, {d: self.env.train_prompts(d) for d in self.env.distributions()},
             prompts_per_step=cfg.trainer.prompts_per_step, n=cfg.rollout.n, temperature=cfg.rollout.temperature,
@@ -92,7 +95,7 @@ class Trainer:
 
         self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
-            seed=c.seed, actor_options=self.placement.learner)
+            seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens)
         self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
                                         colocate=res.colocate, log=self.log)
         if first > 0:
@@ -176,20 +179,22 @@ class Trainer:
 
     def step(self, t: int) -> dict:
         timer = M.PhaseTimer()
-        # 1 plan, 2 rollout, 3 score, 4 guide, 5 filter: one round, or DAPO refill rounds (collect)
+        # 1 plan, 2 rollout, 3 score (+ advantages), 4 guide, 5 filter: one round, or DAPO refill rounds
         groups, generated, round_stats = self.collect(t, timer)
-        self.controller.observe(t, generated)  # 7 observe, once per step: every on-policy group of every
+        self.controller.observe(t, generated)  # 6 observe, once per step: every on-policy group of every
         #   round, before guide/filter replaced or dropped any, so that all-failed and zero-variance
         #   groups (|A| = 0) still count for the sampler
-        self.set_advantages(groups)                                          # 6 advantages (hinted re-rolls)
-        metrics = {"step": t, **M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats}
-        groups, token_keep_frac, d3s_stats = self.downsample(t, groups)      # 6 D3S: fewer answers/tokens
+        metrics = {"step": t, **M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats,
+                   **self.reward_failure_metrics()}
+        groups, token_keep_frac, d3s_stats = self.downsample(t, groups)      # 7 D3S: fewer answers/tokens
+        samples = to_train_samples(groups)  # empty only if reward failures dropped every group
         with timer("learn"):                                                 # 8 learn
             self.rollout_pool.sleep()  # colocated mode only: vLLM frees the GPU for the learner
-            learn = self.learner.train_step(to_train_samples(groups), t, token_keep_frac=token_keep_frac)
+            learn = self.learner.train_step(samples, t, token_keep_frac=token_keep_frac) if samples else {}
         with timer("sync"):
             self.rollout_pool.wake_up()
-            self.sync()                                                      # 9 sync
+            if samples:
+                self.sync()                                                  # 9 sync
         metrics.update({**d3s_stats, **learn, **timer.as_metrics(), "rollout/restarts": self.rollout_pool.restarts})
         metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
         if self.should_eval(t):
@@ -211,9 +216,12 @@ class Trainer:
         with DynamicSamplingExhausted (see filters.py for why not train on a part batch).
         Guidance runs on every round (its max_rerolls is per step): a hinted re-roll with mixed
         outcomes fills a batch slot like any mixed group, so it saves refill rounds.
+        A group that reward failures left without a group-relative signal (`has_signal`) is dropped
+        before anything sees it; without dynamic sampling the batch is then smaller.
         """
         need = self.cfg.trainer.prompts_per_step
         self.spent = {"answers": 0, "tokens": 0}  # every training answer generated this step (rollout, guide)
+        self.reward_failures = {"errors": 0, "timeouts": 0, "groups_dropped": 0}  # counted by score
         batch: list[ScoredGroup] = []
         generated: list[ScoredGroup] = []
         dropped = rounds = 0
@@ -224,8 +232,9 @@ class Trainer:
             with timer("rollout"):
                 rolled = self.rollout(plan)                                  # 2 rollout
             with timer("reward"):
-                groups = self.score(t, rolled)                               # 3 score
-            self.set_advantages(groups)  # the on-policy advantages that observe (7) reads
+                groups = self.set_advantages(self.score(t, rolled))          # 3 score, advantages
+            self.reward_failures["groups_dropped"] += sum(not has_signal(g) for g in groups)
+            groups = [g for g in groups if has_signal(g)]
             generated += groups
             with timer("guide"):
                 groups = self.guide(t, plan, groups)                         # 4 guide
@@ -233,7 +242,7 @@ class Trainer:
             batch += kept
             dropped += n_dropped
             rounds += 1
-        if len(batch) < need:
+        if len(batch) < need and self.cfg.curriculum.dynamic_sampling is not None:
             raise DynamicSamplingExhausted(rounds, len(batch), need)
         stats: dict = {"groups_dropped": dropped, "rollout/answers_generated": self.spent["answers"],
                        "rollout/tokens_generated": self.spent["tokens"]}
@@ -254,10 +263,17 @@ class Trainer:
         return kept, k_frac, {"d3s/n": n_frac, "d3s/k": k_frac,
                               "d3s/answers_kept_frac": sum(g.n for g in kept) / max(answers, 1)}
 
-    def set_advantages(self, groups: list[ScoredGroup]) -> None:
+    def set_advantages(self, groups: list[ScoredGroup]) -> list[ScoredGroup]:
+        """Step 3's advantages, set once on groups fresh from `score` (training rounds in `collect`,
+        hinted re-rolls in `guide`), over each group's scored answers; returns `groups`."""
         for g in groups:
-            if g.advantages is None:
-                g.advantages = group_advantages(self.cfg.algo.name, g.rewards)
+            g.advantages = group_advantages(self.cfg.algo.name, g.rewards)
+        return groups
+
+    def reward_failure_metrics(self) -> dict[str, int]:
+        """This step's answers whose reward failed (they were left out of their groups): errors and
+        timeouts (an answer counts once in each kind it had), and groups dropped for it."""
+        return {f"reward/{k}": v for k, v in self.reward_failures.items()}
 
     def train_request(self, plan: BatchPlan, prompt_ids: list[int], max_tokens: int) -> GenRequest:
         """A training rollout request; with EAD (METHODS 7) it carries step plan.step's temperature
@@ -267,11 +283,11 @@ class Trainer:
         return GenRequest(prompt_ids, plan.n, max_tokens, plan.temperature, plan.top_p,
                           temperatures=None if temps is None else tuple(temps))
 
-    def rollout(self, plan: BatchPlan) -> list[tuple[PlannedPrompt, list[int], list]]:
-        prompt_ids = [self.encode(item.prompt) for item in plan.items]
-        requests = [self.train_request(plan, ids, item.max_tokens) for ids, item in zip(prompt_ids, plan.items)]
+    def rollout(self, plan: BatchPlan) -> list[Rollout]:
+        encoded = [self.encode(item.prompt) for item in plan.items]
+        requests = [self.train_request(plan, ids, item.max_tokens) for (ids, _), item in zip(encoded, plan.items)]
         completions = self.generate_for_training(requests)
-        return list(zip(plan.items, prompt_ids, completions))
+        return [Rollout(item, ids, text, comps) for item, (ids, text), comps in zip(plan.items, encoded, completions)]
 
     def generate_for_training(self, requests: list[GenRequest]) -> list[list]:
         """`generate`, counting the answers and tokens spent (the compute a curriculum saves)."""
@@ -289,28 +305,47 @@ class Trainer:
         """The live RolloutWorker actors (replacements included)."""
         return self.rollout_pool.workers
 
-    def score(self, t: int, rolled, hinted: bool = False) -> list[ScoredGroup]:
-        """Run the reward functions over every answer; one ScoredGroup per prompt."""
+    def score(self, t: int, rolled: list[Rollout]) -> list[ScoredGroup]:
+        """Run the reward functions over every answer; one ScoredGroup per prompt.
+
+        A group holds the answers every reward function scored: under `reward.on_error: none` an
+        answer whose reward raised or timed out is left out (counted in `num_failed` and in this
+        step's `reward/errors` / `reward/timeouts`) instead of training as a 0. `correct` is the
+        environment verifier's judgement of each answer (see `verify`)."""
         prompts, completions, budgets, num_tokens, per_answer = [], [], [], [], []
-        for item, ids, comps in rolled:
-            text = self.tokenizer.decode(ids)
-            budget = self.controller.budget(t, item.prompt.distribution)
-            for c in comps:
-                prompts.append(text)
+        for r in rolled:
+            budget = self.controller.budget(t, r.planned.prompt.distribution)
+            for c in r.completions:
+                prompts.append(r.prompt_text)
                 completions.append(c.text)
                 budgets.append(budget)
                 num_tokens.append(len(c.token_ids))
-                per_answer.append(item.prompt)
-        scores = self.rewards.score(prompts, completions,
-                                    build_columns(per_answer, budget=budgets, num_tokens=num_tokens))
+                per_answer.append(r.planned.prompt)
+        columns = build_columns(per_answer, budget=budgets, num_tokens=num_tokens)
+        scores = self.rewards.score(prompts, completions, columns)
+        correct = self.verify(prompts, completions, columns, scores.parts)
+        self.reward_failures["errors"] += sum(scores.errors)
+        self.reward_failures["timeouts"] += sum(scores.timeouts)
         groups, i = [], 0
-        for item, ids, comps in rolled:
-            n = len(comps)
+        for r in rolled:
+            kept = [j for j in range(i, i + len(r.completions)) if not scores.failed[j]]
             groups.append(ScoredGroup(
-                prompt=item.prompt, prompt_ids=ids, completions=comps, rewards=scores.totals[i : i + n],
-                reward_parts={k: v[i : i + n] for k, v in scores.parts.items()}, max_tokens=item.max_tokens))
-            i += n
+                prompt=r.planned.prompt, prompt_ids=r.prompt_ids, completions=[r.completions[j - i] for j in kept],
+                rewards=[scores.totals[j] for j in kept],
+                reward_parts={k: [v[j] for j in kept] for k, v in scores.parts.items()},
+                max_tokens=r.planned.max_tokens, correct=[correct[j] for j in kept],
+                num_failed=len(r.completions) - len(kept)))
+            i += len(r.completions)
         return groups
+
+    def verify(self, prompts: list[str], completions: list[str], columns: dict, parts: dict) -> list[bool]:
+        """Per answer: the environment's verifier (its first default reward) scored it > 0. When the
+        verifier is one of the training rewards its part in `parts` is reused, else it runs here."""
+        name = self.verifier.names[0]
+        part = parts.get(name)
+        if part is None:
+            part = self.verifier.score(prompts, completions, columns).parts[name]
+        return [v is not None and v > 0 for v in part]
 
     def guide(self, t: int, plan: BatchPlan, groups: list[ScoredGroup]) -> list[ScoredGroup]:
         """Guide-GRPO (METHODS 4): re-roll all-failed groups with the hint in context; a re-roll
@@ -322,14 +357,14 @@ class Trainer:
         if not chosen:
             return groups
         failed = [groups[i] for i in chosen]
-        hinted_ids = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
-        requests = [self.train_request(plan, ids, g.max_tokens) for ids, g in zip(hinted_ids, failed)]
-        rolled = [(PlannedPrompt(g.prompt, g.max_tokens), ids, comps)
-                  for g, ids, comps in zip(failed, hinted_ids, self.generate_for_training(requests))]
+        hinted = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
+        requests = [self.train_request(plan, ids, g.max_tokens) for (ids, _), g in zip(hinted, failed)]
+        rolled = [Rollout(PlannedPrompt(g.prompt, g.max_tokens), ids, text, comps)
+                  for g, (ids, text), comps in zip(failed, hinted, self.generate_for_training(requests))]
         out = list(groups)
-        for i, g_old, g_new in zip(chosen, failed, self.score(t, rolled)):
+        for i, g_old, g_new in zip(chosen, failed, self.set_advantages(self.score(t, rolled))):  # 3 again
             g_new.behaviour_prompt_ids, g_new.prompt_ids, g_new.off_policy = g_new.prompt_ids, g_old.prompt_ids, True
-            if policy.record(g_new):
+            if policy.record(g_new) and has_signal(g_new):
                 out[i] = g_new
         return out
 
@@ -341,8 +376,9 @@ class Trainer:
         return kept, len(dropped)
 
     def sync(self) -> None:
-        weights = ray.put(self.learner.named_weights())
-        self.rollout_pool.load_weights(weights)
+        # Rank 0's weights as an ObjectRef, never fetched here: each rollout worker resolves it
+        # from the learner actor's object store (no copy through the driver).
+        self.rollout_pool.load_weights(self.learner.weights_ref())
 
     # ------------------------------------------------------------------ evaluation
 
@@ -358,10 +394,10 @@ class Trainer:
         max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens
         out = {}
         items = [PlannedPrompt(p, max_tokens) for d in self.env.distributions() for p in self.env.eval_prompts(d)]
-        ids = [self.encode(it.prompt) for it in items]
+        encoded = [self.encode(it.prompt) for it in items]
         k, temperature = self.cfg.eval.samples, self.cfg.eval.temperature
-        comps = self.generate([GenRequest(i, k, max_tokens, temperature=temperature) for i in ids])
-        prompts = [self.tokenizer.decode(i) for i in ids for _ in range(k)]
+        comps = self.generate([GenRequest(ids, k, max_tokens, temperature=temperature) for ids, _ in encoded])
+        prompts = [text for _, text in encoded for _ in range(k)]
         per_answer = [it.prompt for it in items for _ in range(k)]
         scores = self.verifier.score(prompts, [c.text for cs in comps for c in cs], build_columns(per_answer))
         per_dist: dict[str, list[float]] = {}
@@ -373,9 +409,11 @@ class Trainer:
         out["eval/accuracy_mean"] = sum(learnable) / max(1, len(learnable))
         return out
 
-    def encode(self, prompt: Prompt, hint: str | None = None) -> list[int]:
+    def encode(self, prompt: Prompt, hint: str | None = None) -> tuple[list[int], str]:
+        """(token ids, text) of the prompt the model is conditioned on; `encode_prompt` follows the
+        tokenizer's BOS convention. Reward functions get the text, not the ids decoded back."""
         text = format_env_prompt(self.tokenizer, self.cfg.env, prompt.question, hint=hint)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, text), text
 
 
 class _StopFlag:
@@ -393,6 +431,12 @@ class _StopFlag:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def has_signal(group: ScoredGroup) -> bool:
+    """False for a group that reward failures left with fewer than 2 scored answers (no
+    group-relative advantage): it is dropped from the batch, the curriculum and guidance."""
+    return group.num_failed == 0 or group.n >= 2
 
 
 def to_train_samples(groups: list[ScoredGroup]) -> list[TrainSample]:

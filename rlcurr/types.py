@@ -1,7 +1,7 @@
 """Stage-boundary dataclasses: what one stage of a training step hands to the next.
 
-plan -> BatchPlan -> rollout -> Rollouts -> score -> list[ScoredGroup] -> guide/filter ->
-advantages -> list[TrainSample] -> learner.
+plan -> BatchPlan -> rollout -> list[Rollout] -> score (+ advantages) -> list[ScoredGroup] ->
+guide/filter -> list[TrainSample] -> learner.
 """
 
 from __future__ import annotations
@@ -66,9 +66,27 @@ class BatchPlan:
     top_p: float = 1.0
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """The answers generated for one planned prompt: what `score` turns into a ScoredGroup.
+
+    `prompt_text` is the formatted prompt the ids encode (chat template applied, hint included
+    for a guided re-roll); reward functions receive it as their `prompts`.
+    """
+
+    planned: PlannedPrompt
+    prompt_ids: list[int]
+    prompt_text: str
+    completions: list[Completion]
+
+
 @dataclass
 class ScoredGroup:
     """n answers to one prompt with their rewards.
+
+    Only answers that every reward function scored are in the group: under
+    `reward.on_error: none` an answer whose reward failed or timed out is left out (`num_failed`
+    counts them), so advantages, the curriculum, filters and the learner see scored answers only.
 
     `prompt_ids` is what the learner conditions on (always the hint-free prompt);
     `behaviour_prompt_ids` is what generated the answers (the hinted prompt for a guided
@@ -87,6 +105,7 @@ class ScoredGroup:
     # Per answer: did the environment's verifier (its first default reward) score it > 0. Set by
     # Trainer.score; what "solved" means for guidance, independent of format/length reward terms.
     correct: list[bool] | None = None
+    num_failed: int = 0  # answers generated for this prompt but left out: a reward function failed on them
 
     @property
     def n(self) -> int:

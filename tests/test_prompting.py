@@ -68,3 +68,46 @@ def test_format_env_prompt_uses_env_config(plain):
     cfg = ArithConfig(instruction="", system_prompt=None)
     assert format_env_prompt(plain, cfg, "1+2=") == "1+2="
     assert format_env_prompt(plain, cfg, "1+2=", hint="3") == "Hint: 3\n1+2="
+
+
+# ----------------------------------------------------------------------------- BOS convention
+
+
+def _bos_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    """A tokenizer with a BOS token that its post-processor adds (as Llama's does)."""
+    from tokenizers import processors
+
+    vocab = {"<unk>": 0, "<eos>": 1, "<s>": 2, **{ch: i + 3 for i, ch in enumerate("0123456789+=")}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<s>")
+    if chat_template:
+        hf.chat_template = chat_template
+    return hf
+
+
+def _trainer_encode(tokenizer, question):
+    """Trainer.encode on a stand-in trainer (only its tokenizer and env config are read)."""
+    from types import SimpleNamespace
+
+    from rlcurr.trainer import Trainer
+    from rlcurr.types import Prompt
+
+    env = SimpleNamespace(system_prompt=None, instruction="")
+    stub = SimpleNamespace(tokenizer=tokenizer, cfg=SimpleNamespace(env=env))
+    return Trainer.encode(stub, Prompt(uid="u", distribution="d", question=question, answer="4"))
+
+
+def test_without_a_chat_template_the_prompt_starts_with_bos():
+    tok = _bos_tokenizer()
+    assert tok("1+3=")["input_ids"] == [2, 4, 13, 6, 14]  # what the tokenizer itself does: <s> 1 + 3 =
+    ids, text = _trainer_encode(tok, "1+3=")
+    assert ids == [2, 4, 13, 6, 14] and text == "1+3="
+
+
+def test_with_a_chat_template_bos_comes_from_the_template_once():
+    tok = _bos_tokenizer("<s>{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    ids, text = _trainer_encode(tok, "1+3=")
+    assert text == "<s>1+3="
+    assert ids == [2, 4, 13, 6, 14]  # one BOS: the template's, the tokenizer adds none on top

@@ -8,7 +8,8 @@ once per batch, by keyword, as TRL does::
 
 Totals. ``total_i = sum_k weight_k * part_k[i]``; a None part (the function says "not
 applicable", or it failed under ``on_error: none``) counts as 0. `RewardScores.failed` marks the
-samples where some function failed, so the trainer can drop them rather than train on a 0.
+samples where some function failed (`errors` / `timeouts`: raised / timed out), so the trainer
+drops them rather than train on a 0.
 
 Failures (`RewardConfig`):
 - every call runs in a daemon thread and is abandoned after ``timeout_s`` -- a hung function
@@ -51,7 +52,9 @@ class RewardScores:
     parts: dict[str, list[float | None]]  # per reward (spec name), per sample
     num_errors: int = 0  # (sample, function) pairs that raised, under on_error: none
     num_timeouts: int = 0  # (sample, function) pairs that timed out, under on_error: none
-    failed: list[bool] = field(default_factory=list)  # sample had a failed reward
+    failed: list[bool] = field(default_factory=list)  # sample had a failed reward (an error or a timeout)
+    errors: list[bool] = field(default_factory=list)  # some function raised on the sample
+    timeouts: list[bool] = field(default_factory=list)  # some function timed out on the sample
 
 
 class _Timeout(Exception):
@@ -91,7 +94,7 @@ class RewardRunner:
         n = len(completions)
         self._check_inputs(prompts, n, columns)
         cols = {k: list(v) for k, v in columns.items()}
-        scores = RewardScores(totals=[0.0] * n, parts={}, failed=[False] * n)
+        scores = RewardScores(totals=[0.0] * n, parts={}, failed=[False] * n, errors=[False] * n, timeouts=[False] * n)
         for r in self.rewards:
             part = self._score_one(r, list(prompts), list(completions), cols, scores)
             scores.parts[r.name] = part
@@ -119,6 +122,7 @@ class RewardRunner:
                 ) from None
             scores.num_timeouts += len(completions)
             scores.failed[:] = [True] * len(completions)
+            scores.timeouts[:] = [True] * len(completions)
             return [None] * len(completions)
         except UserError:
             raise
@@ -143,10 +147,12 @@ class RewardRunner:
                 if self.cfg.on_error == "raise":
                     break  # report the batch error below: the batch failed before any timeout
                 scores.num_timeouts += 1
+                scores.timeouts[i] = True
             except Exception as e:
                 if self.cfg.on_error == "raise":
                     raise UserError(f"reward {r.name!r} failed on sample {i}: {_describe(e)}") from None
                 scores.num_errors += 1
+                scores.errors[i] = True
             part.append(None)
             scores.failed[i] = True
         if self.cfg.on_error == "raise":

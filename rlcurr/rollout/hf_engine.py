@@ -3,10 +3,14 @@
 Why not `model.generate`: we need the exact sampling logprobs (after temperature/top-p), a
 per-request max_tokens and per-request seeds, and this loop is short. Prompts are left-padded;
 all requests in a call decode in one batch until every row hit EOS or its own max_tokens.
+
+EOS, as vLLM: an answer stops on any id of the model's generation_config.json `eos_token_id` (an
+int or a list, e.g. Llama 3's end-of-turn and end-of-text) or the tokenizer's eos_token_id.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -57,11 +61,25 @@ def temperature_table(reqs: list[GenRequest], steps: int) -> torch.Tensor:
     return table
 
 
+def eos_token_ids(model_path: str, tokenizer) -> set[int]:
+    """Every end-of-sequence id: generation_config.json's `eos_token_id` (int or list), when the
+    model directory has one, plus the tokenizer's."""
+    ids = set()
+    if (Path(model_path) / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
 class HFEngine:
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, max_batch: int = 256):
         self.model = load_causal_lm(model_path, dtype).eval()
         self.tokenizer = load_tokenizer(model_path)
-        self.eos_id = self.tokenizer.eos_token_id
+        self.eos_ids = eos_token_ids(model_path, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self.max_batch = max_batch
         self.generator = torch.Generator().manual_seed(seed)
@@ -106,6 +124,7 @@ class HFEngine:
             self.generator.manual_seed(reqs[0].seed)
 
         tokens, logprobs = [], []
+        eos_B = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
         done_B = torch.zeros(B, dtype=torch.bool)
         position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
@@ -116,7 +135,7 @@ class HFEngine:
             tok_B = torch.where(done_B, torch.full_like(tok_B, self.pad_id), tok_B)
             tokens.append(tok_B)
             logprobs.append(lp_B)
-            done_B |= (tok_B == self.eos_id) | (t + 1 >= max_new_B)
+            done_B |= torch.isin(tok_B, eos_B) | (t + 1 >= max_new_B)
             if done_B.all():
                 break
             mask_BP = torch.cat([mask_BP, torch.ones(B, 1, dtype=torch.long)], dim=1)
@@ -132,9 +151,9 @@ class HFEngine:
                 break
             ids.append(int(tok_B[b]))
             lps.append(float(lp_B[b]))
-            if ids[-1] == self.eos_id:
+            if ids[-1] in self.eos_ids:
                 break
-        finish = "stop" if ids and ids[-1] == self.eos_id else "length"
+        finish = "stop" if ids and ids[-1] in self.eos_ids else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text)
 
