@@ -60,7 +60,7 @@ def token_logprobs(logits_BTV: torch.Tensor, responses: list[list[int]], pad_id:
 # recomputed in the backward pass (activation checkpointing), so fp32 [tokens, V] logits exist
 # one chunk at a time, never whole. Left out: a fused Triton kernel, packing without padding.
 
-LOGIT_CHUNK_ELEMENTS = 2**24  # fp32 logits per chunk: 64 MiB (~110 answer tokens at V = 150k)
+LOGIT_CHUNK_ELEMENTS = 2**23  # fp32 logits per chunk: 32 MiB (~55 answer tokens at V = 152k)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -94,12 +94,19 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
 
 def _chunk_scores(h_CH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, targets_C: torch.Tensor,
                   temperature: float, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    logits_CV = torch.nn.functional.linear(h_CH, weight_VH, bias_V).float() / temperature
+    # In-place where autograd allows (linear's backward needs its inputs, not its output): the
+    # fp32 [C, V] temporaries are this chunk's peak.
+    logits_CV = torch.nn.functional.linear(h_CH, weight_VH, bias_V).float()
+    if temperature != 1.0:
+        logits_CV = logits_CV.div_(temperature)
     lse_C = torch.logsumexp(logits_CV, dim=-1)
     logprobs_C = logits_CV.gather(-1, targets_C[:, None])[:, 0] - lse_C
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        # H = lse - sum_v p_v * logit_v
+    if entropy_grad and torch.is_grad_enabled():  # H = lse - sum_v p_v * logit_v, differentiable
         entropy_C = lse_C - (torch.softmax(logits_CV, dim=-1) * logits_CV).sum(-1)
+    else:
+        with torch.no_grad():  # a by-product: one [C, V] temporary
+            p_CV = (logits_CV - lse_C[:, None]).exp_()
+            entropy_C = lse_C - p_CV.mul_(logits_CV).sum(-1)
     return logprobs_C, entropy_C
 
 

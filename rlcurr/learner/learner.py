@@ -8,6 +8,27 @@
      accumulated over micro-batches of `micro_batch_size` answers (losses weighted so the sum
      equals the loss of the whole mini-batch);
   4. gradient clipping and AdamW; the LR for trainer step t is base_lr * schedule(t).
+
+Scoring (every pass: old, reference, training, and the entropy used by D3S / the bonus / the
+metric) is at the sampling temperature: log softmax(logits / T), as the engines report it (HF
+engine; vLLM with processed logprobs) and as verl and TRL score; T = 0 (greedy) scores at 1.
+Nucleus truncation is NOT applied: the learner scores the untempered-by-top-p distribution, so
+top_p < 1 leaves a learner/engine mismatch that only truncated IS (algo.tis_cap) corrects (the
+config rejects top_p < 1 without it). Critic values do not depend on T.
+
+Memory (rlcurr.learner.batching): the body runs to hidden states, the output head is applied only
+at answer positions, logprobs come from a chunked logsumexp recomputed in the backward (fp32
+[tokens, V] never whole), and every forward (old, ref, training, critic) holds at most
+`micro_batch_size` answers and `learner.max_tokens_per_micro_batch` padded prompt+answer tokens
+(micro-batches are cut further; loss weights stay the mini-batch's shares, so the update is the
+same). The entropy is a detached by-product of the same chunks (one extra [chunk, V] temporary),
+differentiable only when entropy_coef != 0; it is always logged as "entropy". Left out: packing
+answers without padding.
+
+Mini-batch constants: Guide-GRPO's gamma (a quantile of the off-policy ratios) and D3S's token
+top-k are defined over the whole mini-batch. When the mini-batch is cut (several micro-batches or
+ranks), a no-grad pre-pass scores it first and fixes both (`minibatch_constants`), so the step is
+that of one learner with one micro-batch; one forward over the whole mini-batch needs no pre-pass.
 PPO (algo.name: ppo) adds a `Critic` (rlcurr.learner.critic): between 2 and 3 its values V_old
 give per-token GAE advantages (whitened over the batch) and returns, which replace the trainer's
 group advantages; after 4 the critic takes its own `epochs` x `mini_batches` steps; during
@@ -16,7 +37,8 @@ Plain class, no Ray: `rlcurr.learner.worker.LearnerWorker` is the actor shell ar
 
 Data parallel (inside a torch.distributed process group, see `rlcurr.learner.group`): every rank
 gets ALL samples and the same seed, so all ranks shuffle identically and agree on each
-mini-batch and its denominators (tokens or answers, Dr.GRPO's longest answer). Each rank computes
+mini-batch and its denominators (tokens or answers; Dr.GRPO's constant is the generation limit
+`response_limit`, or the step's longest answer without one). Each rank computes
 old/ref logprobs for a contiguous shard of the batch (then all-gathered) and the gradient of a
 contiguous shard of each mini-batch, weighted by the global denominator; the gradients are
 summed across ranks, so clipping and AdamW see the single learner's gradient on every rank.
@@ -53,6 +75,11 @@ def pick_device() -> torch.device:
 
 
 class Learner:
+    """`temperature`: the rollout's sampling temperature (cfg.rollout.temperature); every logprob
+    and entropy is that of logits / temperature (0 = greedy: scored at 1). Top-p truncation is not
+    reproduced: the learner scores the untruncated distribution (see the module docstring).
+    `response_limit`: the generation limit (cfg.rollout.max_tokens), Dr.GRPO's normaliser."""
+
     def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
                  lora_cfg=None, seed: int = 0, temperature: float = 1.0, response_limit: int | None = None):
         torch.manual_seed(seed)
@@ -142,8 +169,9 @@ class Learner:
 
     def train_step(self, samples: list[TrainSample], step: int, token_keep_frac: float | None = None) -> dict[str, float]:
         """One trainer step's update. `token_keep_frac` (D3S token level, METHODS 6): the policy
-        loss of each micro-batch keeps only its top ceil(k * tokens) tokens by |A| * H (entropy of
-        the current policy at temperature 1); entropy bonus and KL still cover every token."""
+        loss of each mini-batch keeps only its top ceil(k * tokens) tokens by |A| * H (entropy of
+        the current policy at the sampling temperature, over the whole mini-batch: see
+        `minibatch_constants`); entropy bonus and KL still cover every token."""
         samples = [s for s in samples if s.response_ids]
         if not samples:
             return {}
