@@ -11,7 +11,7 @@ from rlcurr.config import AlgoConfig, LearnerConfig, TinyModelConfig, build_conf
 from rlcurr.errors import UserError
 from rlcurr.learner.learner import Learner
 from rlcurr.learner.models import build_tiny_model
-from test_ddp import _samples
+from test_ddp import _guided, _samples
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,26 @@ def test_fsdp_ranks_take_the_single_learner_step(ray_session, model_dir, tmp_pat
         assert a == b == pytest.approx(float(sum(p.detach().double().abs().sum() for p in single.model.parameters())))
         if algo.name == "ppo":  # the critic's weights, AdamW state and RNG too
             _resumes_exactly(group, tmp_path)
+    finally:
+        group.shutdown()
+
+
+def test_fsdp_token_budget_and_mini_batch_constants(ray_session, model_dir):
+    """FSDP with a token budget per forward (learner.max_tokens_per_micro_batch 12: the ranks cut
+    different numbers of forwards and pad to equal counts) and guidance + D3S (the no-grad
+    pre-pass that fixes gamma and the kept tokens runs collectively): the single learner's step."""
+    from rlcurr.learner.group import LearnerGroup
+
+    single = Learner(model_dir, LearnerConfig(lr=1e-3), AlgoConfig(micro_batch_size=64, kl_coef=0.1), 10)
+    group = LearnerGroup(model_dir, LearnerConfig(lr=1e-3, num_workers=2, strategy="fsdp", max_tokens_per_micro_batch=12),
+                         AlgoConfig(micro_batch_size=2, kl_coef=0.1), 10)
+    try:
+        for t in range(2):
+            m1 = single.train_step(_guided(), t, token_keep_frac=0.5)
+            m2 = group.train_step(_guided(), t, token_keep_frac=0.5)
+            for k in ("policy_loss", "loss", "kl", "d3s/tokens_kept_frac", "grad_norm"):
+                assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
+        assert _max_diff(dict(group.named_weights()), single.model) < 1e-5
     finally:
         group.shutdown()
 

@@ -162,3 +162,20 @@ def test_token_budget_micro_batches_take_the_same_step_within_the_cap(model_dir)
     # longest sequence: hinted prompt 6 + answer 6 = 12, so some forwards hold a single answer
     assert shapes and max(b * n for b, n in shapes) <= 12
     assert _max_weight_diff(whole, capped) <= 1e-5
+
+
+def test_ppo_token_advantages_fix_d3s_tokens_over_the_mini_batch(model_dir):
+    """PPO (per-token GAE advantages) with D3S token level and hinted answers: micro-batches of one
+    answer take the step of one forward over the mini-batch (|A_t| * H_t ranked mini-batch-wide)."""
+    import dataclasses
+
+    samples = [dataclasses.replace(s, reward=float(j % 2)) for j, s in enumerate(_guided_samples())]
+    algo = dict(name="ppo", loss_agg="token-mean", critic_lr=1e-3)
+    whole = _sgd(Learner(model_dir, LearnerConfig(lr=1e-2), AlgoConfig(micro_batch_size=64, **algo), 10))
+    parts = _sgd(Learner(model_dir, LearnerConfig(lr=1e-2), AlgoConfig(micro_batch_size=1, **algo), 10))
+    m1 = whole.train_step(samples, 0, token_keep_frac=0.5)
+    m2 = parts.train_step(samples, 0, token_keep_frac=0.5)
+    assert m1["d3s/tokens_kept_frac"] == pytest.approx(12 / 23) and m2["d3s/tokens_kept_frac"] == pytest.approx(12 / 23)
+    for k in ("policy_loss", "grad_norm"):
+        assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
+    assert _max_weight_diff(whole, parts) <= 1e-5
