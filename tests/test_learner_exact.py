@@ -136,15 +136,21 @@ def test_answer_only_chunked_scores_equal_full_logits(model_dir):
         learner = Learner(model_dir, LearnerConfig(), AlgoConfig(), 10, lora_cfg=lora)
         samples = _guided_samples()
         prompts, responses = [s.behaviour_prompt_ids or s.prompt_ids for s in samples], [s.response_ids for s in samples]
-        want_BT = token_logprobs(response_logits(learner.model, prompts, responses, learner.pad_id) / 0.7, responses,
-                                 learner.pad_id)
-        got_BT, _ = answer_scores(learner.model, prompts, responses, learner.pad_id, 0.7)
+        logits_BTV = response_logits(learner.model, prompts, responses, learner.pad_id).float() / 0.7
+        want_BT = token_logprobs(logits_BTV, responses, learner.pad_id)
+        logp_BTV = torch.log_softmax(logits_BTV, -1)
+        want_ent_BT = -(logp_BTV.exp() * logp_BTV).sum(-1)
+        got_BT, got_ent_BT = answer_scores(learner.model, prompts, responses, learner.pad_id, 0.7, entropy_grad=True)
         mask_BT = torch.tensor([[t < len(r) for t in range(want_BT.shape[1])] for r in responses])
         assert (got_BT - want_BT)[mask_BT].abs().max() <= 1e-5
+        assert (got_ent_BT - want_ent_BT)[mask_BT].abs().max() <= 1e-5
         params = [p for p in learner.model.parameters() if p.requires_grad]
-        g_want = torch.autograd.grad((want_BT * mask_BT).sum(), params)
-        g_got = torch.autograd.grad((got_BT * mask_BT).sum(), params)
+        # a loss with both terms, as with an entropy bonus: sum logp - 0.5 * sum H
+        g_want = torch.autograd.grad(((want_BT - 0.5 * want_ent_BT) * mask_BT).sum(), params)
+        g_got = torch.autograd.grad(((got_BT - 0.5 * got_ent_BT) * mask_BT).sum(), params)
         assert max((a - b).abs().max().item() for a, b in zip(g_want, g_got)) <= 1e-5
+        _, detached_BT = answer_scores(learner.model, prompts, responses, learner.pad_id, 0.7)
+        assert not detached_BT.requires_grad  # without the bonus the entropy is a by-product
 
 
 def test_token_budget_micro_batches_take_the_same_step_within_the_cap(model_dir):
