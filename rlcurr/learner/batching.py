@@ -92,11 +92,12 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
     return hidden_BLH[rows.to(device), cols.to(device)]
 
 
-def _chunk_scores(h_CH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, targets_C: torch.Tensor,
+def _chunk_scores(h_CH: torch.Tensor, head: torch.nn.Module, targets_C: torch.Tensor,
                   temperature: float, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # The head module is called (not its .weight used), so a LoRA adapter on lm_head applies.
     # In-place where autograd allows (linear's backward needs its inputs, not its output): the
     # fp32 [C, V] temporaries are this chunk's peak.
-    logits_CV = torch.nn.functional.linear(h_CH, weight_VH, bias_V).float()
+    logits_CV = head(h_CH).float()
     if temperature != 1.0:
         logits_CV = logits_CV.div_(temperature)
     lse_C = torch.logsumexp(logits_CV, dim=-1)
@@ -118,12 +119,12 @@ def selective_logprobs(hidden_NH: torch.Tensor, head: torch.nn.Module, targets_N
     (entropy bonus on); otherwise it is a detached by-product of the same chunk (for D3S and
     the metric). Temperature 0 (greedy) scores at 1."""
     temperature = temperature if temperature and temperature > 0 else 1.0
-    weight, bias = head.weight, getattr(head, "bias", None)
-    chunk = chunk_tokens or max(1, LOGIT_CHUNK_ELEMENTS // weight.shape[0])
+    vocab = head.weight.shape[0] if hasattr(head, "weight") else head.out_features
+    chunk = chunk_tokens or max(1, LOGIT_CHUNK_ELEMENTS // vocab)
     targets_N = targets_N.to(hidden_NH.device)
     lps, ents = [], []
     for s in range(0, hidden_NH.shape[0], chunk):
-        args = (hidden_NH[s : s + chunk], weight, bias, targets_N[s : s + chunk], temperature, entropy_grad)
+        args = (hidden_NH[s : s + chunk], head, targets_N[s : s + chunk], temperature, entropy_grad)
         if torch.is_grad_enabled() and hidden_NH.requires_grad:
             # recompute this chunk's logits in the backward pass instead of keeping them
             lp, ent = torch.utils.checkpoint.checkpoint(_chunk_scores, *args, use_reentrant=False)
