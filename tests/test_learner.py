@@ -93,3 +93,13 @@ def test_on_policy_step_reuses_the_training_forward_for_old_logprobs(model_dir):
     assert m_fast["grad_norm"] == pytest.approx(m_slow["grad_norm"], rel=1e-5)
     for (n, p1), (_, p2) in zip(fast.model.named_parameters(), slow.model.named_parameters()):
         assert torch.allclose(p1, p2, atol=1e-6), n
+
+
+def test_power_schedule_exponent_reaches_the_learner(model_dir):
+    # power schedule, warmup W = 2, exponent b = 1: after warm-up m(t) = ((t + 1) / W) ** -b, so at
+    # step t = 7 the LR is 1e-2 * (8 / 2) ** -1 = 2.5e-3 (the default b = 0.51 would give ~4.9e-3).
+    from rlcurr.config import ScheduleConfig
+
+    schedule = ScheduleConfig(name="power", warmup_steps=2, power_exponent=1.0)
+    learner = Learner(model_dir, LearnerConfig(lr=1e-2, schedule=schedule), AlgoConfig(), 10)
+    assert learner.set_lr(7) == pytest.approx(2.5e-3)

@@ -59,7 +59,7 @@ import torch
 
 from rlcurr.algos.advantages import explained_variance, gae_BT, last_token_rewards, masked_whiten
 from rlcurr.algos.losses import aggregate, kl_penalty, offpolicy_gamma, policy_loss, truncated_is_weights
-from rlcurr.algos.schedules import lr_multiplier
+from rlcurr.algos.schedules import schedule_multiplier
 from rlcurr.curriculum.filters import d3s_token_mask
 from rlcurr.learner import fsdp
 from rlcurr.learner.batching import answer_scores, cut_by_tokens, pad_lists, response_mask
@@ -161,8 +161,7 @@ class Learner:
     # ------------------------------------------------------------------ update
 
     def set_lr(self, step: int) -> float:
-        s = self.cfg.schedule
-        lr = self.cfg.lr * lr_multiplier(step, self.total_steps, s.name, s.warmup_steps, s.min_lr_ratio, s.decay_fraction)
+        lr = self.cfg.lr * schedule_multiplier(step, self.total_steps, self.cfg.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
