@@ -277,8 +277,8 @@ class Trainer:
 
     def train_request(self, plan: BatchPlan, prompt_ids: list[int], max_tokens: int) -> GenRequest:
         """A training rollout request; with EAD (METHODS 7) it carries step plan.step's temperature
-        per answer position. The learner scores answers at temperature 1, so EAD answers are
-        off-policy; algo.tis_cap (truncated IS, min(pi_old / pi_rollout, cap)) corrects for that."""
+        per answer position. The learner scores every answer at the single rollout.temperature, so
+        EAD answers are off-policy; algo.tis_cap (truncated IS, min(pi_old / pi_rollout, cap)) corrects for that."""
         temps = self.controller.temperatures(plan.step, max_tokens)
         return GenRequest(prompt_ids, plan.n, max_tokens, plan.temperature, plan.top_p,
                           temperatures=None if temps is None else tuple(temps))

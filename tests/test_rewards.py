@@ -430,3 +430,13 @@ def test_overlong_penalty_from_the_recipe():
         load_config(quick, ["rewards=[{name: exact_match}, {name: overlong_penalty}]"])
     with pytest.raises(UserError, match=r"rewards\[1\].params.L_buf"):
         load_config(quick, ["rewards=[{name: exact_match}, {name: overlong_penalty, params: {L_buf: 30}}]"])
+
+
+def test_recipe_params_reach_the_reward_function():
+    # overlong_penalty with L_max 10, L_buf 4: answers of 6, 8, 12 tokens score
+    # min(-(len - 6) / 4, 0) = 0, -0.5, -1.5 (RewardRunner binds the recipe's params).
+    from rlcurr.rewards.runner import RewardRunner
+
+    runner = RewardRunner([RewardSpec(name="overlong_penalty", params={"L_max": 10, "L_buf": 4})], RewardConfig())
+    scores = runner.score(["q"] * 3, ["a", "b", "c"], {"num_tokens": [6, 8, 12]})
+    assert scores.totals == [0.0, -0.5, -1.5]

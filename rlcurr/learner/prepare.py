@@ -19,7 +19,7 @@ from typing import Callable
 
 from rlcurr.learner.models import build_tiny_model, check_model_dir, load_tokenizer
 from rlcurr.learner.sft import sft_warmup
-from rlcurr.prompting import format_env_prompt
+from rlcurr.prompting import encode_prompt, format_env_prompt
 
 
 def cache_root() -> Path:
@@ -55,8 +55,10 @@ def prepare_model(cfg, env, log: Callable[[str], None] = print) -> Path:
             for p, target in env.sft_examples(d):
                 # Some examples carry the hint, so that the model learns to use hints (Guide-GRPO).
                 hint = p.hint if (p.hint and rng.random() < m.warmup.hint_fraction) else None
-                examples.append((tok(format_env_prompt(tok, cfg.env, p.question, hint=hint))["input_ids"],
-                                 tok(target)["input_ids"]))
+                # Prompts encoded exactly as rollouts encode them; the target continues the prompt,
+                # so it gets no special tokens of its own (no BOS mid-sequence).
+                examples.append((encode_prompt(tok, format_env_prompt(tok, cfg.env, p.question, hint=hint)),
+                                 tok(target, add_special_tokens=False)["input_ids"]))
         log(f"SFT warm-up: {m.warmup.steps} steps on {len(examples)} examples from {dists}")
         return sft_warmup(base, out, examples, steps=m.warmup.steps, lr=m.warmup.lr,
                           batch_size=m.warmup.batch_size, seed=cfg.seed)

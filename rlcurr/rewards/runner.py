@@ -83,7 +83,7 @@ class RewardRunner:
         self.cfg = cfg
         self.rewards = []
         for s in specs:
-            fn = resolve_reward(s.name)
+            fn = resolve_reward(s.name, s.params)
             self.rewards.append(_Reward(s.name, s.weight, fn, completion_format(fn, conversational), required_columns(fn)))
 
     @property
