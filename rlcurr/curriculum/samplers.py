@@ -462,6 +462,7 @@ class ALPGMMTeacher:
 
     def state_dict(self) -> dict:
         return {
+            "seed": self.seed,  # every later fit's random_state: part of the state, like an RNG
             "episodes": self.episodes,
             "memory_tasks": [list(t) for t in self.memory_tasks],
             "memory_rewards": list(self.memory_rewards),
@@ -470,6 +471,7 @@ class ALPGMMTeacher:
         }
 
     def load_state_dict(self, sd: dict) -> None:
+        self.seed = int(sd.get("seed", self.seed))
         self.episodes = int(sd["episodes"])
         self.memory_tasks = [list(t) for t in sd["memory_tasks"]]
         self.memory_rewards = [float(r) for r in sd["memory_rewards"]]
