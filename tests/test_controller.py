@@ -180,7 +180,6 @@ def test_state_dict_round_trip_gives_the_same_plans(sampler):
         assert a.record(t) == b.record(t)
 
 
-
 def test_resume_rejects_other_distributions_or_sampler():
     a = make(CurriculumConfig(sampler="ucb"))
     sd = a.state_dict()
