@@ -12,7 +12,10 @@ in turn (vLLM first, then HF), each through the trainer's own RolloutPool and Ra
    run; no evaluation): the phases plan, rollout, reward, guide, learn, sync and `other` (step
    minus the phases: advantages, filters, records), weight-sync time (= the sync phase:
    learner weights -> object store -> the engine's reload), and the share of step time outside
-   generation (the engine's own seconds) and learner compute (the learn phase).
+   generation (the engine's own seconds) and learner compute (the learn phase);
+3. weight sync two ways on the same actors, `--sync-reps` times each, alternating: direct (the
+   trainer's path: workers resolve the learner actor's object reference) and through the driver
+   (the path before issue 12: weights fetched into the driver and `ray.put` again).
 
 Figures and the vLLM/HF ratios are printed last and written to bench/results/throughput.json.
 On 2 shared CPU cores the figures move with the machine's load (the 1-min load average is printed:
@@ -49,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--gen-reps", type=int, default=2, help="timed generate calls per engine")
     p.add_argument("--warmup-steps", type=int, default=1)
     p.add_argument("--steps", type=int, default=2, help="timed trainer steps per engine")
+    p.add_argument("--sync-reps", type=int, default=5, help="timed weight syncs per path (direct, driver copy)")
     return p.parse_args(argv)
 
 
@@ -106,10 +110,31 @@ def measure_engine(args, engine: str) -> dict:
                 steps.append({**m, "engine_s": engine_per_step[-1]})
             print(f"[{engine}] step {t}: {m['time/step']:.2f} s (rollout {m['time/rollout']:.2f}, "
                   f"learn {m['time/learn']:.2f}, sync {m['time/sync']:.3f})", flush=True)
+        syncs = time_sync_paths(trainer, args.sync_reps)
+        print(f"[{engine}] weight sync, median of {args.sync_reps}: direct {syncs['sync_direct_s']:.3f} s, "
+              f"through the driver {syncs['sync_driver_s']:.3f} s", flush=True)
     finally:
         C.release(trainer)
     return {"gen_tokens": tokens, "gen_wall_s": wall, "gen_engine_s": engine_s,
-            "tokens_per_s": tokens / wall, "engine_tokens_per_s": tokens / engine_s, **summarise(steps)}
+            "tokens_per_s": tokens / wall, "engine_tokens_per_s": tokens / engine_s, **summarise(steps), **syncs}
+
+
+def time_sync_paths(trainer, reps: int) -> dict:
+    """Seconds of one weight sync, median over `reps`, alternating the two paths on the same actors:
+    direct (`Trainer.sync`: the workers resolve the learner actor's object reference) and through
+    the driver (as before issue 12: `ray.get` of the weights into the driver, `ray.put` again)."""
+    import ray
+
+    def through_driver() -> None:
+        trainer.rollout_pool.load_weights(ray.put(trainer.learner.named_weights()))
+
+    seconds: dict[str, list[float]] = {"direct": [], "driver": []}
+    for _ in range(reps):
+        for name, sync in (("driver", through_driver), ("direct", trainer.sync)):
+            t = time.perf_counter()
+            sync()
+            seconds[name].append(time.perf_counter() - t)
+    return {f"sync_{k}_s": statistics.median(v) for k, v in seconds.items()}
 
 
 def summarise(steps: list[dict]) -> dict:
@@ -135,10 +160,10 @@ def main(argv=None) -> None:
     load = {"before": load_before, "after": os.getloadavg()[0]}  # other processes on the cores skew every figure
     ray.shutdown()
 
-    ratios = {}
+    ratios = {f"sync direct/driver {e}": results[e]["sync_direct_s"] / results[e]["sync_driver_s"] for e in engines}
     if {"vllm", "hf"} <= set(results):
         v, h = results["vllm"], results["hf"]
-        ratios = {"tokens_per_s vllm/hf": v["tokens_per_s"] / h["tokens_per_s"],
+        ratios |= {"tokens_per_s vllm/hf": v["tokens_per_s"] / h["tokens_per_s"],
                   "engine_tokens_per_s vllm/hf": v["engine_tokens_per_s"] / h["engine_tokens_per_s"],
                   "step_time vllm/hf": v["time/step"] / h["time/step"]}
     C.write_result("throughput", {"args": vars(args), "load_average_1min": load, "results": results,
@@ -155,6 +180,8 @@ def main(argv=None) -> None:
     for key in [f"time/{p}" for p in PHASES] + ["time/other", "time/step", "time/generate_engine"]:
         rows.append([f"{key} s"] + [f"{results[e][key]:.3f}" for e in engines])
     rows.append(["weight sync s (time/sync)"] + [f"{results[e]['time/sync']:.3f}" for e in engines])
+    rows.append(["sync direct s (median, same actors)"] + [f"{results[e]['sync_direct_s']:.3f}" for e in engines])
+    rows.append(["sync through driver s (before #12)"] + [f"{results[e]['sync_driver_s']:.3f}" for e in engines])
     rows.append(["share outside generation + learn"] + [f"{results[e]['outside_share']:.3f}" for e in engines])
     C.print_table(["figure"] + engines, rows)
     for k, r in ratios.items():
