@@ -89,34 +89,22 @@ def _unreadable(p: Path) -> Path:
     return p
 
 
-def _list(p: Path) -> Path:
-    p.write_text("- a\n- b\n")
-    return p
-
-
-def _scalar(p: Path) -> Path:
-    p.write_text("just a string\n")
-    return p
-
-
-def _empty(p: Path) -> Path:
-    p.write_text("")
-    return p
-
-
-def _bad_yaml(p: Path) -> Path:
-    p.write_text("name: [unclosed\nmodel: {\n")
-    return p
+def _text(content: str):
+    """A maker that writes `content` as the recipe."""
+    def make(p: Path) -> Path:
+        p.write_text(content)
+        return p
+    return make
 
 
 @pytest.mark.parametrize("make, expected", [
     (_not_utf8, "UTF-8"),
     (_directory, "directory"),
     pytest.param(_unreadable, "cannot read", marks=pytest.mark.skipif(AS_ROOT, reason="root reads mode-000 files")),
-    (_list, "mapping"),
-    (_scalar, "mapping"),
-    (_empty, "mapping"),
-    (_bad_yaml, "not valid YAML"),
+    (_text("- a\n- b\n"), "mapping"),
+    (_text("just a string\n"), "mapping"),
+    (_text(""), "mapping"),
+    (_text("name: [unclosed\nmodel: {\n"), "not valid YAML"),
 ], ids=["not_utf8", "directory", "unreadable", "list", "scalar", "empty", "bad_yaml"])
 def test_bad_recipe(cli, tmp_path, make, expected):
     path = make(tmp_path / "recipe.yaml")
