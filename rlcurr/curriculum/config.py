@@ -123,6 +123,44 @@ class EADConfig(CurriculumSection):
     warm_tokens: int = Field(10, ge=0, description="positions t < warm_tokens use temperature 1.0")
 
 
+class PromptMemoryConfig(CurriculumSection):
+    """Per-prompt memory (issue 14, rlcurr/curriculum/prompts.py): pass-rate EMA and the summary
+    written to curriculum.jsonl."""
+
+    ema_alpha: float = Field(0.5, gt=0, le=1, description="weight of the newest group in the pass-rate EMA")
+    bins: int = Field(5, ge=1, le=20, description="pass-rate histogram bins in curriculum.jsonl")
+    top: int = Field(3, ge=0, le=20, description="hardest / easiest prompts listed per distribution")
+
+
+class GresoConfig(CurriculumSection):
+    """GRESO (METHODS 10, arXiv 2506.02177; defaults from the authors' code Infini-AI-Lab/GRESO):
+    skip a prompt with z consecutive zero-variance groups with probability 1 - p^z."""
+
+    p_easy: float = Field(0.5, ge=0, le=1, description="initial exploration probability, all-correct prompts")
+    p_hard: float = Field(0.5, ge=0, le=1, description="initial exploration probability, all-wrong prompts")
+    target_zero_variance: float = Field(0.25, ge=0, le=1,
+                                        description="target zero-variance share; easy gets 1/3, hard 2/3 of it")
+    step: float = Field(0.01, ge=0, le=1, description="p change per step")
+    p_min: float = Field(0.05, ge=0, le=1)
+    p_max: float = Field(0.95, ge=0, le=1)
+    max_tries: int = Field(10, ge=0, description="skips per slot before a candidate is taken anyway")
+
+    @model_validator(mode="after")
+    def _range(self) -> "GresoConfig":
+        if self.p_min > self.p_max:
+            raise ValueError("greso.p_min must be <= greso.p_max")
+        return self
+
+
+class AlertsConfig(CurriculumSection):
+    """Starvation and forgetting alerts (curriculum.jsonl `alerts`, progress line, rlcurr inspect)."""
+
+    starve_steps: int = Field(50, ge=1, description="alert when a distribution sits at its floor probability "
+                                                    "for more than this many steps")
+    starve_prob: float = Field(0.0, ge=0, lt=1, description="floor used when it is above min_prob")
+    forget_drop: float = Field(0.1, gt=0, description="alert when held-out accuracy is this far below its best")
+
+
 class CurriculumConfig(CurriculumSection):
     sampler: Literal["uniform", "weights", "ucb", "sec", "alp_gmm"] = "uniform"
     weights: dict[str, float] | None = None  # sampler=weights: fixed mixture
@@ -135,6 +173,9 @@ class CurriculumConfig(CurriculumSection):
     dynamic_sampling: DynamicSamplingConfig | None = None
     d3s: D3SConfig | None = None
     ead: EADConfig | None = None
+    prompt_memory: PromptMemoryConfig = PromptMemoryConfig()
+    greso: GresoConfig | None = None
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _weights(self) -> "CurriculumConfig":

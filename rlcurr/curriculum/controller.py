@@ -21,6 +21,7 @@ Per training step t the trainer calls, in this order:
                                                Groups with off_policy=True (hinted re-rolls) are
                                                ignored: they say nothing about the hint-free
                                                prompt's learnability.
+  ctrl.observe_eval(t, {dist: accuracy})       after the trainer's evaluate(), for forgetting alerts
   row = ctrl.record(t)                     10  one JSON-able line of curriculum.jsonl
   ctrl.state_dict() / load_state_dict()        checkpoint / resume (exact, RNG included)
 
@@ -30,6 +31,12 @@ that makes UCB/SEC move away from mastered and hopeless distributions (METHODS 1
 The sampler signal per answer is |A_i| from `group.advantages` (the trainer's estimator, as in
 DUMP); when a group has no advantages yet the controller uses GRPO advantages of its rewards.
 SEC ignores the trainer's advantages and recomputes GRPO's from the rewards (samplers.py).
+
+Prompt level (issue 14, prompts.py): observe() also updates a per-prompt memory (pass-rate EMA,
+zero-variance streak); with curriculum.greso set, plan() picks the distribution with the sampler
+as before and then skips candidate prompts with a zero-variance streak (GRESO, METHODS 10), also
+in dynamic-sampling refill plans; record() adds "prompts" (per-distribution summary), "greso"
+(p_easy, p_hard, prompts skipped this step) and "alerts" (starving / forgetting distributions).
 
 Step indices are the trainer's (0 at the first step, budgets and D3S progress use
 t / (total_steps - 1)). plan(t) for a new t starts that step's statistics; record(t) reports
@@ -49,6 +56,7 @@ from rlcurr.curriculum.config import CurriculumConfig
 from rlcurr.curriculum.ead import ead_temperatures
 from rlcurr.curriculum.filters import d3s_schedule
 from rlcurr.curriculum.guidance import GuidancePolicy
+from rlcurr.curriculum.prompts import Alerts, Greso, PromptMemory
 from rlcurr.curriculum.samplers import DistStats, make_sampler, rng_state, set_rng_state
 from rlcurr.errors import UserError
 from rlcurr.types import BatchPlan, PlannedPrompt, Prompt, ScoredGroup
@@ -119,6 +127,9 @@ class CurriculumController:
         self._observed_step: int | None = None
         self._planned = {d: 0 for d in self.names}
         self._filter = self._empty_filter()
+        self.memory = PromptMemory(cfg.prompt_memory.ema_alpha)  # per-prompt statistics (prompts.py)
+        self.greso = Greso(cfg.greso) if cfg.greso is not None else None
+        self.alerts = Alerts(cfg.alerts, self.names, cfg.min_prob, self.sampler.kind in ("uniform", "weights"))
 
     # ------------------------------------------------------------------ knobs for the trainer
     def budget(self, step: int, distribution: str | None = None) -> int | None:
@@ -157,6 +168,8 @@ class CurriculumController:
         self._filter = self._empty_filter()
         if self.guidance is not None:
             self.guidance.begin_step()
+        if self.greso is not None:
+            self.greso.begin_step()
 
     def _pick(self, dist: str) -> Prompt:
         pool = self.prompts[dist]
@@ -177,7 +190,11 @@ class CurriculumController:
         items = []
         for dist in self.sampler.draw(k, self.rng):
             self._planned[dist] += 1
-            items.append(PlannedPrompt(self._pick(dist), self.max_tokens_for(step, dist)))
+            if self.greso is None:
+                prompt = self._pick(dist)
+            else:  # GRESO: skip candidates with a zero-variance streak (refill plans too)
+                prompt = self.greso.choose(dist, lambda: self._pick(dist), self.memory, self.rng)
+            items.append(PlannedPrompt(prompt, self.max_tokens_for(step, dist)))
         return BatchPlan(step=step, items=items, n=self.n, temperature=self.temperature, top_p=self.top_p)
 
     # ------------------------------------------------------------------ observe
@@ -188,18 +205,28 @@ class CurriculumController:
         self._begin(step)
         self._observed_step = step
         stats: dict[str, DistStats] = {}
+        outcomes = []
         for arrival, g in enumerate(groups):
             if g.off_policy or not g.rewards:
                 continue
             dist = g.prompt.distribution
             if dist not in self.prompts:
                 raise ValueError(f"group from unknown distribution {dist!r} (known: {self.names})")
+            _, zero_var, kind = self.memory.update(step, g)
+            outcomes.append((zero_var, kind))
             adv = g.advantages if g.advantages is not None else group_advantages("grpo", list(g.rewards))
             s = stats.setdefault(dist, DistStats())
             s.rewards_G.append([float(r) for r in g.rewards])
             s.advantages_G.append([float(a) for a in adv])
             s.arrival_G.append(arrival)  # ALP-GMM feeds its teacher in this order
         self.sampler.observe(stats)
+        if self.greso is not None:
+            self.greso.adapt(outcomes)
+        self.alerts.observe_probs(self.sampler.probabilities())
+
+    def observe_eval(self, step: int, accuracy_by_distribution: dict[str, float]) -> None:
+        """Held-out accuracy per distribution at `step` (the trainer's evaluate()), for forgetting alerts."""
+        self.alerts.observe_eval(step, accuracy_by_distribution)
 
     @staticmethod
     def _empty_filter() -> dict[str, Any]:
@@ -234,6 +261,9 @@ class CurriculumController:
                 "rounds": self._filter["rounds"], "kept": dict(self._filter["kept"]),
                 "dropped": dict(self._filter["dropped"])},
             "d3s": None if d3s is None else {"n": d3s[0], "k": d3s[1]},
+            "prompts": self.memory.summary(self.names, self.cfg.prompt_memory.bins, self.cfg.prompt_memory.top),
+            "greso": None if self.greso is None else self.greso.report(),
+            "alerts": self.alerts.active({d: v["prob"] for d, v in dists.items()}),
         }
 
     # ------------------------------------------------------------------ checkpoint
@@ -251,6 +281,9 @@ class CurriculumController:
             "filter": {"rounds": self._filter["rounds"], "kept": dict(self._filter["kept"]),
                        "dropped": dict(self._filter["dropped"])},
             "guidance": None if self.guidance is None else self.guidance.state_dict(),
+            "prompt_memory": self.memory.state_dict(),
+            "greso": None if self.greso is None else self.greso.state_dict(),
+            "alerts": self.alerts.state_dict(),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -275,3 +308,10 @@ class CurriculumController:
         self._filter = {"rounds": f["rounds"], "kept": dict(f["kept"]), "dropped": dict(f["dropped"])}
         if self.guidance is not None and sd.get("guidance") is not None:
             self.guidance.load_state_dict(sd["guidance"])
+        # issue 14 keys: absent in older checkpoints (same STATE_VERSION), which then start empty
+        if sd.get("prompt_memory") is not None:
+            self.memory.load_state_dict(sd["prompt_memory"])
+        if self.greso is not None and sd.get("greso") is not None:
+            self.greso.load_state_dict(sd["greso"])
+        if sd.get("alerts") is not None:
+            self.alerts.load_state_dict(sd["alerts"])
