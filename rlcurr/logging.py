@@ -95,6 +95,12 @@ class RunLogger:
             info = f"reward {metrics.get('reward/mean', float('nan')):.3f}  {tok_s:,.0f} tok/s"
             if "eval/accuracy_mean" in metrics:
                 info += f"  eval {metrics['eval/accuracy_mean']:.3f}"
+            alerts = curriculum.get("alerts") or []
+            if alerts:  # starving / forgetting distributions (curriculum/prompts.py)
+                from rlcurr.curriculum.prompts import alert_text
+
+                info += "  [yellow]ALERT " + "; ".join(alert_text(a) for a in alerts[:2])
+                info += f" (+{len(alerts) - 2})[/yellow]" if len(alerts) > 2 else "[/yellow]"
             self.progress.update(self.task, completed=step + 1, info=info)
 
     def _scalars(self, step: int, metrics: dict) -> None:
