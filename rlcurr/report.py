@@ -288,8 +288,59 @@ def summary_json(run: RunData) -> dict[str, Any]:
         "hints": hints,
         "filter": last_cur.get("filter"),
         "d3s": last_cur.get("d3s"),
+        "greso": greso_summary(run),
+        "alerts": alerts_summary(run),
         "time_per_step_mean": sum(times) / len(times) if times else None,
     }
+
+
+def alerts_summary(run: RunData) -> list[dict[str, Any]]:
+    """Curriculum alerts (issue 14) grouped by (kind, distribution): steps first/last raised, how many
+    rows raised it, whether the last row still does, and the latest alert itself."""
+    out: dict[tuple, dict[str, Any]] = {}
+    last_step = run.curriculum[-1]["step"] if run.curriculum else None
+    for r in run.curriculum:
+        for a in r.get("alerts") or []:
+            if not isinstance(a, dict):
+                continue
+            key = (a.get("kind"), a.get("distribution"))
+            e = out.setdefault(key, {"kind": key[0], "distribution": key[1], "first_step": r["step"], "rows": 0})
+            e.update(last_step=r["step"], rows=e["rows"] + 1, latest=a)
+    for e in out.values():
+        e["active"] = e["last_step"] == last_step
+    return list(out.values())
+
+
+def greso_summary(run: RunData) -> dict[str, Any] | None:
+    """GRESO over the rows shown: latest p_easy / p_hard and prompts skipped in total."""
+    rows = [r for r in run.curriculum if isinstance(r.get("greso"), dict)]
+    if not rows:
+        return None
+    last = rows[-1]["greso"]
+    return {"p_easy": _num(last.get("p_easy")), "p_hard": _num(last.get("p_hard")), "at_step": rows[-1]["step"],
+            "skipped_total": sum(int(r["greso"].get("skipped") or 0) for r in rows)}
+
+
+def prompts_json(run: RunData, ranges: int = 4) -> dict[str, Any]:
+    """`inspect --prompts` from curriculum.jsonl alone: per distribution, the pass-rate histogram of the
+    prompts seen so far at the end of each of up to `ranges` equal step ranges, and the hardest /
+    easiest prompts of the last row."""
+    rows = [r for r in run.curriculum if isinstance(r.get("prompts"), dict)]
+    if not rows:
+        return {"ranges": [], "distributions": {}}
+    k = min(ranges, len(rows))
+    bounds = [(rows[len(rows) * i // k], rows[len(rows) * (i + 1) // k - 1]) for i in range(k)]
+    names = list(run.distributions) + [d for d in rows[-1]["prompts"] if d not in run.distributions]
+    out = {}
+    for d in names:
+        per = []
+        for first, last in bounds:
+            x = last["prompts"].get(d) or {}
+            per.append({"steps": [first["step"], last["step"]], "seen": x.get("seen"),
+                        "pass_hist": x.get("pass_hist"), "zero_var_share": _num(x.get("zero_var_share"))})
+        x = rows[-1]["prompts"].get(d) or {}
+        out[d] = {"over_time": per, "hardest": x.get("hardest") or [], "easiest": x.get("easiest") or []}
+    return {"ranges": [[a["step"], b["step"]] for a, b in bounds], "at_step": rows[-1]["step"], "distributions": out}
 
 
 # ---------------------------------------------------------------- terminal
@@ -327,8 +378,47 @@ def print_summary(run: RunData, console=None) -> None:
     if isinstance(s["filter"], dict):
         f = s["filter"]
         console.print(f"dynamic sampling: rounds {f.get('rounds')}, kept {f.get('kept')}, dropped {f.get('dropped')}")
+    if s["greso"] is not None:
+        g = s["greso"]
+        console.print(f"GRESO: p_easy {_f(g['p_easy'])}, p_hard {_f(g['p_hard'])} (step {g['at_step']}), "
+                      f"{g['skipped_total']} prompts skipped")
+    if s["alerts"]:
+        console.print(_alerts_table(s["alerts"]))
     if s["time_per_step_mean"] is not None:
         console.print(f"mean time/step {s['time_per_step_mean']:.2f}s")
+
+
+def _alerts_table(alerts: list[dict[str, Any]]):
+    from rlcurr.curriculum.prompts import alert_text
+
+    t = _table("[yellow]curriculum alerts[/yellow]", "kind", ["distribution", "steps", "rows", "now", "latest"])
+    for a in alerts:
+        t.add_row(str(a["kind"]), str(a["distribution"]), f"{a['first_step']}-{a['last_step']}", str(a["rows"]),
+                  "yes" if a["active"] else "no", alert_text(a["latest"]))
+    return t
+
+
+def print_prompts(run: RunData, console=None, ranges: int = 4) -> None:
+    """`inspect --prompts`: per distribution, pass-rate histogram by step range, hardest / easiest prompts."""
+    from rich.console import Console
+
+    console = console or Console()
+    p = prompts_json(run, ranges)
+    if not p["distributions"]:
+        console.print("[yellow]no per-prompt statistics in curriculum.jsonl (runs before issue 14)[/yellow]")
+        return
+    for d, x in p["distributions"].items():
+        bins = max((len(r["pass_hist"] or []) for r in x["over_time"]), default=0)
+        cols = [f"{i / bins:.1f}-{(i + 1) / bins:.1f}" for i in range(bins)] if bins else []
+        t = _table(f"{d}: prompts by pass-rate EMA (seen so far, at the end of each range)", "steps",
+                   [*cols, "seen", "zero-var"])
+        for r in x["over_time"]:
+            hist = r["pass_hist"] or []
+            t.add_row(f"{r['steps'][0]}-{r['steps'][1]}", *[_f(hist[i]) if i < len(hist) else "-" for i in range(bins)],
+                      _f(r["seen"]), _f(r["zero_var_share"], 2))
+        console.print(t)
+        fmt = lambda lst: ", ".join(f"{u} {_f(v, 2)}" for u, v in lst) or "-"  # noqa: E731
+        console.print(f"  hardest: {fmt(x['hardest'])}\n  easiest: {fmt(x['easiest'])}  (step {p['at_step']})")
 
 
 def _table(title: str, first: str, columns: list[str], show_header: bool = True):
@@ -561,11 +651,17 @@ def _plot_hints(ax, run: RunData, colour) -> None:
 def cmd_inspect(args) -> None:
     run = load_run(args.run_dir, parse_steps(args.steps))
     if args.json:
-        print(json.dumps(summary_json(run), indent=1))
+        out = summary_json(run)
+        if getattr(args, "prompts", False):
+            out["prompts"] = prompts_json(run)
+        print(json.dumps(out, indent=1))
     else:
         from rich.console import Console
 
-        print_summary(run, Console())
+        console = Console()
+        print_summary(run, console)
+        if getattr(args, "prompts", False):
+            print_prompts(run, console)
     if args.plot:
         out = plot_run(run, args.plot)
         if not args.json:
@@ -578,4 +674,6 @@ def add_inspect_parser(subparsers) -> None:
     p.add_argument("--plot", metavar="FILE.png", default=None, help="write a figure")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
     p.add_argument("--steps", metavar="A:B", default=None, help="inclusive step range; either side optional")
+    p.add_argument("--prompts", action="store_true",
+                   help="per distribution: pass rates of its prompts over time, hardest / easiest prompts")
     p.set_defaults(fn=cmd_inspect)

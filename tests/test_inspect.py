@@ -214,3 +214,128 @@ def test_the_report_module_does_not_shadow_the_standard_library():
     assert not (Path(rlcurr.__file__).parent / "inspect.py").exists()
     assert hasattr(stdlib_inspect, "signature")
     assert importlib.import_module("rlcurr.report").add_inspect_parser is add_inspect_parser
+
+
+# ---------------------------------------------------------------- issue 14: --prompts, GRESO, alerts
+
+def write_prompt_run(path, steps=8):
+    """Rows with the controller's issue-14 keys: prompts summary, greso, alerts (hand-made numbers)."""
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {"name": "prompts", "env": {"name": "chain", "distributions": ["a", "b"]},
+           "curriculum": {"sampler": "uniform", "greso": {}}, "trainer": {"steps": steps}}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    metrics, cur = [], []
+    for t in range(steps):
+        metrics.append({"step": t, "reward/mean": 0.5})
+        # a: t + 1 prompts seen, all in the lowest bin until step 3, then one moves to the top bin per step
+        top = max(0, t - 3)
+        prompts = {"a": {"seen": t + 1, "pass_hist": [t + 1 - top, 0, 0, 0, top], "zero_var_share": 0.5,
+                         "hardest": [["a0", 0.0]], "easiest": [["a9", 1.0 if top else 0.0]]},
+                   "b": {"seen": 1, "pass_hist": [0, 0, 1, 0, 0], "zero_var_share": None,
+                         "hardest": [["b0", 0.5]], "easiest": [["b0", 0.5]]}}
+        alerts = []
+        if t >= 5:
+            alerts.append({"kind": "starve", "distribution": "b", "steps": t - 2, "prob": 0.05})
+        if t == 3:
+            alerts.append({"kind": "forget", "distribution": "a", "accuracy": 0.4, "step": 3, "best": 0.6,
+                           "best_step": 1, "drop": 0.2})
+        cur.append({"step": t, "sampler": "uniform",
+                    "distributions": {d: {"prob": 0.5, "score": 1.0, "count": 8 * (t + 1), "step_count": 8,
+                                          "mean_reward": 0.5, "mean_abs_adv": 0.3, "planned": 4} for d in "ab"},
+                    "budget": None, "hints": None, "filter": None, "d3s": None, "prompts": prompts,
+                    "greso": {"p_easy": 0.5 - 0.01 * (t + 1), "p_hard": 0.5 + 0.01 * (t + 1), "skipped": t,
+                              "skipped_by_distribution": {"a": t}}, "alerts": alerts})
+    with open(path / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in metrics)
+    with open(path / "curriculum.jsonl", "w") as f:
+        f.writelines(json.dumps(c) + "\n" for c in cur)
+    return path
+
+
+def test_prompts_over_time_alerts_and_greso(tmp_path):
+    from rlcurr.report import print_prompts, prompts_json
+
+    run = load_run(write_prompt_run(tmp_path / "run"), None)
+    p = prompts_json(run, ranges=4)
+    # 8 rows in 4 ranges of 2: [0,1] [2,3] [4,5] [6,7]; each shows the row at its end (steps 1, 3, 5, 7):
+    # a at step 1: seen 2, top 0 -> [2,0,0,0,0]; step 3: [4,..,0]; step 5: top 2 -> [4,0,0,0,2]; step 7: [4,0,0,0,4]
+    assert p["ranges"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    a = p["distributions"]["a"]
+    assert [r["pass_hist"] for r in a["over_time"]] == [[2, 0, 0, 0, 0], [4, 0, 0, 0, 0], [4, 0, 0, 0, 2],
+                                                         [4, 0, 0, 0, 4]]
+    assert [r["seen"] for r in a["over_time"]] == [2, 4, 6, 8]
+    assert a["hardest"] == [["a0", 0.0]] and a["easiest"] == [["a9", 1.0]]
+    assert p["distributions"]["b"]["over_time"][0]["zero_var_share"] is None
+
+    s = summary_json(run)
+    # GRESO: last row step 7: p_easy 0.5 - 0.08 = 0.42, p_hard 0.58; skipped 0 + 1 + ... + 7 = 28
+    assert s["greso"] == {"p_easy": pytest.approx(0.42), "p_hard": pytest.approx(0.58), "at_step": 7,
+                          "skipped_total": 28}
+    # alerts: starve b in rows 5, 6, 7 (active at the last row); forget a in row 3 only
+    by = {(x["kind"], x["distribution"]): x for x in s["alerts"]}
+    assert (by[("starve", "b")]["first_step"], by[("starve", "b")]["last_step"], by[("starve", "b")]["rows"],
+            by[("starve", "b")]["active"]) == (5, 7, 3, True)
+    assert by[("forget", "a")]["rows"] == 1 and by[("forget", "a")]["active"] is False
+
+    con = Console(record=True, width=160)
+    print_summary(run, con)
+    print_prompts(run, con)
+    out = con.export_text()
+    assert "curriculum alerts" in out and "starving b" in out and "forgetting a" in out
+    assert "GRESO: p_easy 0.420, p_hard 0.580" in out and "28 prompts skipped" in out
+    assert "6-7" in out and "hardest: a0 0.00" in out and "easiest: a9 1.00" in out
+
+
+def test_cli_prompts_flag_and_old_runs(tmp_path, capsys):
+    import argparse
+
+    d = write_prompt_run(tmp_path / "run")
+    parser = argparse.ArgumentParser()
+    add_inspect_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["inspect", str(d), "--prompts", "--json", "--steps", "4:"])
+    args.fn(args)
+    s = json.loads(capsys.readouterr().out)
+    assert s["prompts"]["ranges"] == [[4, 4], [5, 5], [6, 6], [7, 7]]
+    args = parser.parse_args(["inspect", str(d), "--prompts"])
+    args.fn(args)
+    assert "a: prompts by pass-rate EMA" in capsys.readouterr().out
+    # a run written before issue 14: no prompts key, no alerts, no greso
+    old = write_run(tmp_path / "old", steps=5)
+    args = parser.parse_args(["inspect", str(old), "--prompts"])
+    args.fn(args)
+    assert "no per-prompt statistics" in capsys.readouterr().out
+    s = summary_json(load_run(old, None))
+    assert s["alerts"] == [] and s["greso"] is None
+
+
+def test_prompts_from_controller_records(tmp_path):
+    """curriculum.jsonl rows written from a real controller's record() feed `--prompts`."""
+    from rlcurr.curriculum.config import CurriculumConfig
+    from rlcurr.curriculum.controller import CurriculumController
+    from rlcurr.report import prompts_json
+    from rlcurr.types import Completion, Prompt, ScoredGroup
+
+    c = Completion(token_ids=[1], logprobs=[0.0], finish_reason="stop", text="x")
+    pools = {d: [Prompt(uid=f"{d}{i}", distribution=d, question="q", answer="1") for i in range(4)] for d in "ab"}
+    ctrl = CurriculumController(CurriculumConfig(greso={}), pools, prompts_per_step=4, n=4, temperature=1.0,
+                                top_p=1.0, max_tokens=8, total_steps=6, seed=0)
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump({"name": "ctrl", "trainer": {"steps": 6}}))
+    rows = []
+    for t in range(6):
+        plan = ctrl.plan(t)
+        ctrl.observe(t, [ScoredGroup(prompt=it.prompt, prompt_ids=[1], completions=[c] * 4,
+                                     rewards=[1.0] * 4 if it.prompt.uid.endswith("0") else [1.0, 0.0, 0.0, 0.0],
+                                     reward_parts={}, max_tokens=8) for it in plan.items])
+        rows.append(ctrl.record(t))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": t}) + "\n" for t in range(6)))
+    (d / "curriculum.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = prompts_json(load_run(d, None))
+    assert p["at_step"] == 5 and set(p["distributions"]) == {"a", "b"}
+    seen = {u for u in ctrl.memory.rec}
+    assert sum(p["distributions"][x]["over_time"][-1]["seen"] for x in "ab") == len(seen)
+    # a0 / b0 always all-correct (pass rate 1), the others 0.25: the easiest prompt is a0 or b0 when seen
+    for x in "ab":
+        if f"{x}0" in seen:
+            assert p["distributions"][x]["easiest"][0] == [f"{x}0", 1.0]
