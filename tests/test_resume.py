@@ -104,13 +104,13 @@ SAME_ARGS = ["env.distributions=[add1,noise]", "model.warmup.steps=20", "trainer
 NOISY = ("time/", "tokens_per_s")  # wall-clock metrics differ between any two runs
 
 
-def _run_in_process(run_dir, stop_before=None, resume=False):
+def _run_in_process(run_dir, stop_before=None, resume=False, extra=()):
     """Train in this process; with `stop_before=k` the run is cut off (as by a crash) right before
     step k, after step k-1's checkpoint. Returns the learner's final parameter checksum."""
     from rlcurr.config import load_config
     from rlcurr.trainer import Trainer
 
-    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [f"trainer.output_dir={run_dir}", *SAME_ARGS])
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [f"trainer.output_dir={run_dir}", *SAME_ARGS, *extra])
     trainer = Trainer(cfg, log=lambda *_: None)
     first = trainer.start(resume=resume)
     step = trainer.step
@@ -147,3 +147,19 @@ def test_resume_equals_uninterrupted_run(ray_session, tmp_path):
     assert [r.get("reward/mean") for r in a] == [r.get("reward/mean") for r in b]
     assert a == b  # every metric of every step: rewards, lengths, losses, KL, eval
     assert abs(straight - resumed) <= 1e-6
+
+
+def test_resume_with_greso_keeps_prompt_memory_and_p(ray_session, tmp_path):
+    """Issue 14: per-prompt statistics, GRESO's p_easy / p_hard and skips survive a resume: every
+    curriculum.jsonl row (prompts summary, greso, alerts, probabilities) equals the uninterrupted run's."""
+    # (no dynamic sampling: quickstart's 20-step warm-up model solves nothing, DAPO could not fill a batch)
+    extra = ("curriculum.greso={}", "curriculum.alerts.starve_steps=1", "curriculum.min_prob=0.2")
+    _run_in_process(tmp_path / "straight", extra=extra)
+    _run_in_process(tmp_path / "cut", stop_before=3, extra=extra)
+    _run_in_process(tmp_path / "cut", resume=True, extra=extra)
+    cur = lambda d: [json.loads(x) for x in (d / "curriculum.jsonl").read_text().splitlines()]  # noqa: E731
+    a, b = cur(tmp_path / "straight"), cur(tmp_path / "cut")
+    assert [r["step"] for r in b] == list(range(6))
+    assert all(r["greso"] is not None and r["prompts"] for r in a)
+    assert a[0]["greso"]["p_hard"] != 0.5  # p moves by +-0.01 every step: the resumed p carried state
+    assert a == b
