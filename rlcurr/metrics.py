@@ -58,3 +58,11 @@ def rollout_metrics(groups: list[ScoredGroup], dropped_groups: int = 0) -> dict[
         if vals:
             out[f"reward_fn/{name}"] = statistics.fmean(vals)
     return out
+
+
+def generation_metrics(generated: list[ScoredGroup]) -> dict[str, int]:
+    """Every step, whatever the filters: the on-policy groups generated this step (all rounds; SPEED's
+    screening-only groups and its completed groups; not guidance's hinted re-rolls, not groups that
+    reward failures left without a signal) and how many had all rewards equal (zero variance)."""
+    return {"rollout/groups_generated": len(generated),
+            "rollout/zero_variance_groups": sum(len(set(g.rewards)) <= 1 for g in generated)}

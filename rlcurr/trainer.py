@@ -7,6 +7,8 @@
             DESIGN's step 6, moved up: guide, filter and observe all read them)
  4 guide    all-failed groups are re-rolled with a hint (Guide-GRPO), kept if mixed
  5 filter   optional DAPO dynamic sampling: drop zero-variance groups, refill rounds repeat 1-5
+            (or SPEED-RL, `collect_speed`: screen each prompt with a few answers, finish those
+            with a pass rate inside the band, screening rounds until the batch is full)
  6 observe  the curriculum updates its statistics
  7 d3s      optional D3S answer down-sampling (kept answers keep their group's advantages)
  8 learn    LearnerGroup: old/ref logprobs, clipped loss, optimizer step
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -30,6 +33,8 @@ from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, fin
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
+from rlcurr.curriculum.speed import (SpeedExhausted, check_speed_config, in_band, merge, pass_rate, screen_cap,
+                                     screen_size)
 from rlcurr.errors import UserError
 from rlcurr.learner.group import LearnerGroup
 from rlcurr.learner.models import load_tokenizer
@@ -47,6 +52,7 @@ class Trainer:
     def __init__(self, cfg: Config, log=print):
         self.cfg, self.log = cfg, log
         # Everything that can fail on user input happens before the run directory exists.
+        check_speed_config(cfg)
         self.env = cfg.env.build(cfg.seed)
         self.model_dir = prepare_model(cfg, self.env, log=log)
         self.tokenizer = load_tokenizer(self.model_dir)
@@ -198,7 +204,9 @@ class Trainer:
         metrics.update({**d3s_stats, **learn, **timer.as_metrics(), "rollout/restarts": self.rollout_pool.restarts})
         metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
         if self.should_eval(t):
-            metrics.update(self.evaluate())
+            eval_metrics = self.evaluate()
+            metrics.update(eval_metrics)
+            self.observe_eval(t, eval_metrics)
         row = self.controller.record(t)
         if row["d3s"] is not None:
             row["d3s"].update(answers_kept_frac=d3s_stats["d3s/answers_kept_frac"],
@@ -222,6 +230,8 @@ class Trainer:
         need = self.cfg.trainer.prompts_per_step
         self.spent = {"answers": 0, "tokens": 0}  # every training answer generated this step (rollout, guide)
         self.reward_failures = {"errors": 0, "timeouts": 0, "groups_dropped": 0}  # counted by score
+        if self.cfg.curriculum.speed is not None:
+            return self.collect_speed(t, timer)
         batch: list[ScoredGroup] = []
         generated: list[ScoredGroup] = []
         dropped = rounds = 0
@@ -245,7 +255,66 @@ class Trainer:
         if len(batch) < need and self.cfg.curriculum.dynamic_sampling is not None:
             raise DynamicSamplingExhausted(rounds, len(batch), need)
         stats: dict = {"groups_dropped": dropped, "rollout/answers_generated": self.spent["answers"],
-                       "rollout/tokens_generated": self.spent["tokens"]}
+                       "rollout/tokens_generated": self.spent["tokens"], **M.generation_metrics(generated)}
+        if self.cfg.curriculum.dynamic_sampling is not None:
+            stats.update({"filter/rounds": rounds, "filter/groups_generated": len(generated),
+                          "filter/groups_surplus": len(batch) - need})
+        return batch[:need], generated, stats
+
+    def collect_speed(self, t: int, timer: M.PhaseTimer) -> tuple[list[ScoredGroup], list[ScoredGroup], dict]:
+        """`collect` with SPEED-RL screening (METHODS 11; the rule, and where ours differs from the
+        authors', in curriculum/speed.py). Each round plans candidates (prompts_per_step in round 0,
+        then `screen_size` from the share kept so far), gives each speed.screen_n answers, and
+        completes the prompts whose screened pass rate is strictly inside (low, high) - as many as
+        the batch still misses, in plan order - with rollout.n - screen_n more answers, merged with
+        the screening answers into one group whose advantages are computed over all n answers.
+        With dynamic_sampling, zero-variance completed groups are dropped as DAPO drops them.
+
+        `generated` (what observe gets, once per step) holds, in plan order, the screening-only
+        group (screen_n answers) of every prompt not completed and the whole group of every
+        completed prompt (its screening part is not passed separately). Past speed.max_rounds
+        rounds: SpeedExhausted. Guidance is refused with SPEED (check_speed_config).
+        """
+        sp, need, n = self.cfg.curriculum.speed, self.cfg.trainer.prompts_per_step, self.cfg.rollout.n
+        cap = screen_cap(need, n, sp.screen_n)
+        batch: list[ScoredGroup] = []
+        generated: list[ScoredGroup] = []
+        dropped = rounds = screened = accepted = completed = 0
+        while len(batch) < need and rounds < sp.max_rounds:
+            k = None if rounds == 0 else screen_size(need - len(batch), len(batch), screened, cap)
+            with timer("plan"):
+                plan = self.controller.plan(t, num_prompts=k)                # 1 plan
+            with timer("rollout"):
+                rolled = self.rollout(dataclasses.replace(plan, n=sp.screen_n))  # 2 rollout: screening
+            with timer("reward"):
+                screens = self.set_advantages(self.score(t, rolled))         # 3 score, advantages
+            screened += len(screens)
+            ok = [i for i, g in enumerate(screens) if has_signal(g) and in_band(pass_rate(g), sp.low, sp.high)]
+            accepted += len(ok)
+            chosen = ok[:need - len(batch)]
+            full: dict[int, ScoredGroup] = {}
+            if chosen:  # 2, 3 again: the rest of each chosen group
+                rest_plan = dataclasses.replace(plan, items=[plan.items[i] for i in chosen], n=n - sp.screen_n)
+                with timer("rollout"):
+                    rest = self.rollout(rest_plan)
+                with timer("reward"):
+                    rest_groups = self.score(t, rest)
+                    full = dict(zip(chosen, self.set_advantages(
+                        [merge(screens[i], g) for i, g in zip(chosen, rest_groups)])))
+            completed += len(full)
+            own = [full.get(i, g) for i, g in enumerate(screens)]  # plan order
+            self.reward_failures["groups_dropped"] += sum(not has_signal(g) for g in own)
+            generated += [g for g in own if has_signal(g)]
+            kept, n_dropped = self.filter([full[i] for i in chosen if has_signal(full[i])])  # 5 filter
+            batch += kept
+            dropped += n_dropped
+            rounds += 1
+        if len(batch) < need:
+            raise SpeedExhausted(rounds, len(batch), need, screened, accepted)
+        stats: dict = {"groups_dropped": dropped, "rollout/answers_generated": self.spent["answers"],
+                       "rollout/tokens_generated": self.spent["tokens"], **M.generation_metrics(generated),
+                       "speed/screened": screened, "speed/accepted": accepted, "speed/completed": completed,
+                       "speed/rounds": rounds}
         if self.cfg.curriculum.dynamic_sampling is not None:
             stats.update({"filter/rounds": rounds, "filter/groups_generated": len(generated),
                           "filter/groups_surplus": len(batch) - need})
@@ -388,7 +457,15 @@ class Trainer:
 
     def record_eval(self) -> None:
         """Evaluation before any RL update, logged as a step -1 line in metrics.jsonl."""
-        self.logger.record_eval(self.evaluate())
+        eval_metrics = self.evaluate()
+        self.logger.record_eval(eval_metrics)
+        self.observe_eval(-1, eval_metrics)
+
+    def observe_eval(self, t: int, eval_metrics: dict[str, float]) -> None:
+        """The curriculum sees each distribution's held-out accuracy (`eval/accuracy/<dist>` -> dist)
+        after an evaluation at step t (-1: before RL), for its forgetting alerts."""
+        prefix = "eval/accuracy/"
+        self.controller.observe_eval(t, {k[len(prefix):]: v for k, v in eval_metrics.items() if k.startswith(prefix)})
 
     def evaluate(self) -> dict[str, float]:
         max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens

@@ -209,7 +209,8 @@ def test_refill_rounds_fill_the_batch_and_observe_sees_every_group():
     assert len(generated) == 8 and all(g.advantages is not None for g in generated)
     # every answer generated counts, the dropped groups' too: 8 prompts x 3 answers x 2 tokens
     assert stats == {"groups_dropped": 3, "filter/rounds": 2, "filter/groups_generated": 8,
-                     "filter/groups_surplus": 1, "rollout/answers_generated": 24, "rollout/tokens_generated": 48}
+                     "filter/groups_surplus": 1, "rollout/answers_generated": 24, "rollout/tokens_generated": 48,
+                     "rollout/groups_generated": 8, "rollout/zero_variance_groups": 3}  # dropped ones included
     tr.controller.observe(0, generated)  # once per step with all rounds: accepted
     row = tr.controller.record(0)
     assert row["filter"]["rounds"] == 2

@@ -123,6 +123,24 @@ class EADConfig(CurriculumSection):
     warm_tokens: int = Field(10, ge=0, description="positions t < warm_tokens use temperature 1.0")
 
 
+class SpeedConfig(CurriculumSection):
+    """SPEED-RL (METHODS 11, rlcurr/curriculum/speed.py; screen_n and the band are the authors'
+    defaults, Zanette-Labs/speed-rl; max_rounds is ours): screen_n answers per candidate prompt;
+    prompts whose screened pass rate is strictly inside (low, high) get rollout.n - screen_n
+    more, merged into one group."""
+
+    screen_n: int = Field(4, ge=2, description="screening answers per prompt (< rollout.n)")
+    low: float = Field(0.0, ge=0, lt=1, description="accept a screened pass rate > low")
+    high: float = Field(1.0, gt=0, le=1, description="accept a screened pass rate < high")
+    max_rounds: int = Field(8, ge=1, description="screening rounds per step before giving up")
+
+    @model_validator(mode="after")
+    def _band(self) -> "SpeedConfig":
+        if self.low >= self.high:
+            raise ValueError("speed.low must be < speed.high (accepted: low < pass rate < high)")
+        return self
+
+
 class PromptMemoryConfig(CurriculumSection):
     """Per-prompt memory (issue 14, rlcurr/curriculum/prompts.py): pass-rate EMA and the summary
     written to curriculum.jsonl."""
@@ -173,6 +191,7 @@ class CurriculumConfig(CurriculumSection):
     dynamic_sampling: DynamicSamplingConfig | None = None
     d3s: D3SConfig | None = None
     ead: EADConfig | None = None
+    speed: SpeedConfig | None = None
     prompt_memory: PromptMemoryConfig = PromptMemoryConfig()
     greso: GresoConfig | None = None
     alerts: AlertsConfig = AlertsConfig()
