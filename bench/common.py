@@ -239,10 +239,11 @@ def final_accuracy(run: Run) -> dict[str, float]:
 
 
 def run_bench(name: str, recipe: str | Path, arms: dict[str, list[str]], seeds: list[int],
-              overrides: list[str]) -> tuple[dict[str, list[Run]], dict]:
-    """Warm the shared model once, run every arm on every seed; return the runs and the evaluation
-    before RL (step -1, identical for every arm: same model, greedy decoding), printed."""
-    model = warm_model(recipe, overrides)
+              overrides: list[str], warm_overrides: list[str] | None = None) -> tuple[dict[str, list[Run]], dict]:
+    """Warm the shared model once (on `warm_overrides` when given, else `overrides`), run every arm
+    on every seed; return the runs and the evaluation before RL (step -1, identical for every arm:
+    same model, greedy decoding), printed."""
+    model = warm_model(recipe, overrides if warm_overrides is None else warm_overrides)
     print(f"{name} bench: {list(arms)} x seeds {seeds}, model {model}", flush=True)
     runs = run_arms(recipe, arms, seeds, overrides, model, name)
     baseline = runs[next(iter(arms))][0].evals[0]

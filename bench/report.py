@@ -79,8 +79,23 @@ def mfu_rows(r: dict) -> list[list[str]]:
     return rows
 
 
+def selective_rows(r: dict) -> list[list[str]]:
+    rows = [[f"selective: {name}: final learnable mean; answers; zero-variance groups (whole run)",
+             f"{pm(s['final_accuracy_mean'])}; {pm(s['answers_total'], 0)}; {pm(s['zero_variance_groups_total'], 0)}"]
+            for name, s in r["summary"].items()]
+    for what, arms in r["to_target"].items():
+        for name, t in arms.items():
+            if name != "dapo":
+                rows.append([f"selective: {what} to reach dapo's final accuracy, {name}/dapo "
+                             f"(reached {t['reached']}/{len(t['per_seed'])} seeds)", ci(t["ratio_mean"], t["ratio_ci95"])])
+    rows += [[f"selective: goal dapo_greso/dapo {g['what']} ({g['when']}) <= {g['goal']}",
+              f"{ci(g['mean'], g['ci95'])}: {g['verdict']}"] for g in r["goals"]]
+    return rows
+
+
 TABLES = {"curriculum": curriculum_rows, "budget": budget_rows, "guidance": guidance_rows, "speed_trl": speed_rows,
-          "gpu_learner_mfu": mfu_rows}
+          "gpu_learner_mfu": mfu_rows,
+          "selective": selective_rows}
 
 
 def main() -> None:

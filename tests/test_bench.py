@@ -99,3 +99,38 @@ def test_gap_at_equal_answers_reads_the_arm_at_uniforms_evaluations():
     assert gaps["uniform"]["per_seed"] == [0.0]
     assert abs(gaps["a"]["per_seed"][0] - 0.025) < 1e-12
     assert abs(gaps["b"]["per_seed"][0] - 0.1 / 3) < 1e-12
+
+
+from bench import selective as SB  # noqa: E402
+
+
+def test_zero_variance_groups_are_counted_up_to_each_evaluation():
+    # evaluations before RL (step -1), after step 1 and after step 2; three steps of rollouts
+    curve = [{"step": s} for s in (-1, 1, 2)]
+    steps = [{"step": 0, "rollout/groups_generated": 24, "rollout/zero_variance_groups": 8},
+             {"step": 1, "rollout/groups_generated": 20, "rollout/zero_variance_groups": 4},
+             {"step": 2, "rollout/groups_generated": 16, "rollout/zero_variance_groups": 0}]
+    assert SB.add_group_counts(curve, steps) == {"groups_generated": 60, "zero_variance_groups": 12}
+    assert [p["zero_variance_groups"] for p in curve] == [0, 12, 12]     # 0; 8 + 4; 8 + 4 + 0
+    assert [p["groups_generated"] for p in curve] == [0, 44, 60]         # 0; 24 + 20; 24 + 20 + 16
+    unlogged = [{"step": -1}]
+    assert SB.add_group_counts(unlogged, steps[:1] + [{"step": 1}]) is None and unlogged == [{"step": -1}]
+
+
+def test_selective_ratios_are_against_dapo_on_the_same_seed():
+    dapo = [_run(0, [(0, 0.2), (200, 0.3), (400, 0.4)]), _run(1, [(0, 0.2), (200, 0.5), (400, 0.5)])]
+    greso = [_run(0, [(0, 0.2), (100, 0.4), (200, 0.4)]), _run(1, [(0, 0.2), (100, 0.3), (200, 0.3)])]
+    # to target: seed 0 greso reaches 0.4 at 100, dapo at 400 -> 0.25; seed 1 never 0.5: 200 / 200 -> 1.0+
+    out = SB.against_ref(CB.to_target, {"dapo": dapo, "dapo_greso": greso}, "answers")
+    assert list(out) == ["dapo", "dapo_greso"]
+    assert [s["ratio"] for s in out["dapo_greso"]["per_seed"]] == [0.25, 1.0]
+    assert [s["reached"] for s in out["dapo_greso"]["per_seed"]] == [True, False]
+    # whole run: 200 / 400 on both seeds
+    assert SB.whole_run_ratios({"dapo": dapo, "dapo_greso": greso}, "answers")["dapo_greso"]["per_seed"] == [0.5, 0.5]
+
+
+def test_goal_verdict_needs_the_whole_interval_on_one_side():
+    assert SB.verdict(0.4, (0.3, 0.5), 0.5) == "met"          # upper end at the goal counts
+    assert SB.verdict(0.6, (0.51, 0.7), 0.5) == "missed"
+    assert SB.verdict(0.45, (0.3, 0.6), 0.5).startswith("undecided")
+    assert SB.verdict(None, (float("nan"), float("nan")), 0.5).startswith("undecided")
