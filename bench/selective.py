@@ -42,13 +42,15 @@ cached model bench/curriculum.py starts from); held-out prompts are the recipe's
 
 Size: 24 steps of 16 prompts x 8 answers, evaluated every 4 steps on 24 held-out prompts per rung
 (avg@2), seeds 0-4: 20 runs of about 1.5 min each on 2 idle CPU cores (DAPO arms generate ~1.5x
-uniform's answers), about 30-35 min. Evaluation is more frequent than bench/curriculum.py's (every
+uniform's answers), about 30-35 min: an estimate from bench/curriculum.py's measured runs (30 steps,
+uniform 74-123 s, ucb_dapo 62-97 s each), not yet measured for this bench. Evaluation is more frequent than bench/curriculum.py's (every
 4 steps, not 5: finer crossing points) on fewer prompts (24 per rung, not 32) to keep its cost;
 more steps would not fit. The quick run's sizes are only a smoke test of the code.
 
     python bench/selective.py                   # 4 arms x seeds 0-4 (~30-35 min on 2 idle cores)
     python bench/selective.py --seeds 0,1,2     # fewer seeds
-    python bench/selective.py --quick           # smoke: dapo + dapo_greso, 1 seed, 6 steps (< 3 min)
+    python bench/selective.py --quick           # smoke: dapo + dapo_greso, 1 seed, 6 steps (8 min
+                                                # measured at load average ~5 on 2 cores; less idle)
     python bench/selective.py --from-results bench/results/selective.json   # figures again, no training
 """
 
