@@ -72,13 +72,21 @@ def parse_args(argv=None):
     return args
 
 
-def arms_from(args) -> dict[str, list[str]]:
-    arms = {a: ARMS[a] for a in args.arms.split(",") if a}
+def arms_from(args, table: dict[str, list[str]] | None = None, reference: str = "uniform") -> dict[str, list[str]]:
+    """`--arms` from `table` (default ARMS) plus each `--arm NAME=OVERRIDE[,OVERRIDE]`; the first
+    arm must be `reference`, the arm every ratio is taken against."""
+    table = ARMS if table is None else table
+    names = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in names if a not in table]
+    if unknown:
+        raise SystemExit(f"error: unknown arm(s) {unknown}; --arms takes {list(table)}, --arm adds others")
+    arms = {a: table[a] for a in names}
     for spec in args.arm:
         name, _, overrides = spec.partition("=")
         arms[name] = overrides.split(",")
-    if next(iter(arms)) != "uniform":
-        raise SystemExit("error: --arms must start with uniform (every ratio is against it)")
+    if next(iter(arms)) != reference or (reference != "uniform" and "uniform" in arms):
+        raise SystemExit(f"error: --arms must start with {reference} (every ratio is against it)"
+                         + ("" if reference == "uniform" else " and name no 'uniform'"))
     return arms
 
 

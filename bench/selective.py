@@ -104,13 +104,7 @@ def parse_args(argv=None):
 
 
 def arms_from(args) -> dict[str, list[str]]:
-    arms = {a: ARMS[a] for a in args.arms.split(",") if a}
-    for spec in args.arm:
-        name, _, extra = spec.partition("=")
-        arms[name] = extra.split(",")
-    if next(iter(arms)) != REF or "uniform" in arms:
-        raise SystemExit(f"error: --arms must start with {REF} (every ratio is against it) and name no 'uniform'")
-    return arms
+    return CB.arms_from(args, ARMS, REF)
 
 
 def overrides(args) -> list[str]:
