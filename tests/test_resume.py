@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 STEPS = 40
-ARGS = ["env.distributions=[add1,noise]", "curriculum.sampler=ucb", "model.warmup.steps=20",
+ARGS = ["env.distributions=[add1,noise]", "curriculum.sampler=ucb", "curriculum.greso={}", "model.warmup.steps=20",
         f"trainer.steps={STEPS}", "trainer.save_every=3", "trainer.keep_checkpoints=2",
         "trainer.prompts_per_step=4", "rollout.n=4", "eval.every=0", "eval.max_tokens=4",
         "logging.progress=false", "env.eval_size=5"]
@@ -74,6 +74,8 @@ def test_restored_curriculum_equals_saved(killed_and_resumed):
                                 max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
     ctrl.load_state_dict(ckpt_state["curriculum"])
     assert json.loads(json.dumps(ctrl.state_dict())) == ckpt_state["curriculum"]
+    # per-prompt statistics and GRESO's adapted p were checkpointed (and are restored above)
+    assert ckpt_state["curriculum"]["prompt_memory"]["rec"] and ckpt_state["curriculum"]["greso"]["p"]
     # and the first resumed step's curriculum line continues from it: counts only grow
     lines = [json.loads(x) for x in (run / "curriculum.jsonl").read_text().splitlines()]
     s = ckpt_state["step"]
