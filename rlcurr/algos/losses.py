@@ -145,9 +145,3 @@ def kl_penalty(logprobs_BT: torch.Tensor, ref_logprobs_BT: torch.Tensor, estimat
     if estimator == "k3":
         return d_BT.clamp(-20, 20).exp() - 1 - d_BT
     raise ValueError(f"unknown KL estimator {estimator!r}; choose from k1, k2, k3")
-
-
-def entropy_from_logits(logits_BTV: torch.Tensor) -> torch.Tensor:
-    """Entropy of each position's full next-token distribution, [B, T]."""
-    logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
-    return -(logp_BTV.exp() * logp_BTV).sum(-1)
