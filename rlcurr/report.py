@@ -7,6 +7,8 @@
     rlcurr inspect runs/quickstart --plot run.png  a figure (sampling probabilities, eval accuracy,
                                                    train reward, budget, hint rates)
     rlcurr inspect runs/quickstart --steps 10:40   only steps 10..40 (inclusive; either side optional)
+    rlcurr inspect runs/a runs/b --compare         several runs side by side (rlcurr/compare.py; with
+                                                   --json, --plot, --steps as above)
 
 Works on a finished run, a run still going, or a crashed one (a cut-off last line is skipped).
 """
@@ -47,6 +49,13 @@ class RunData:
     def finished(self) -> bool:
         n = self.expected_steps
         return n is not None and self.last_step is not None and self.last_step >= n - 1
+
+    @property
+    def status_key(self) -> str:
+        """"finished", "not_started" or "unfinished" (for JSON)."""
+        if self.finished:
+            return "finished"
+        return "not_started" if self.last_step is None else "unfinished"
 
     @property
     def status(self) -> str:
@@ -274,7 +283,7 @@ def summary_json(run: RunData) -> dict[str, Any]:
     return {
         "run_dir": str(run.run_dir),
         "config": config_brief(run),
-        "status": "finished" if run.finished else ("not_started" if run.last_step is None else "unfinished"),
+        "status": run.status_key,
         "status_text": run.status,
         "last_step": run.last_step,
         "expected_last_step": None if run.expected_steps is None else run.expected_steps - 1,
@@ -649,7 +658,14 @@ def _plot_hints(ax, run: RunData, colour) -> None:
 # ---------------------------------------------------------------- CLI
 
 def cmd_inspect(args) -> None:
-    run = load_run(args.run_dir, parse_steps(args.steps))
+    run_dirs = args.run_dirs
+    if getattr(args, "compare", False):
+        cmd_compare(args)
+        return
+    if len(run_dirs) > 1:
+        raise UserError(f"{len(run_dirs)} run directories given: add --compare to see them side by side "
+                        "(or inspect one at a time)")
+    run = load_run(run_dirs[0], parse_steps(args.steps))
     if args.json:
         out = summary_json(run)
         if getattr(args, "prompts", False):
@@ -668,12 +684,37 @@ def cmd_inspect(args) -> None:
             print(f"figure written to {out}")
 
 
+def cmd_compare(args) -> None:
+    """`inspect A B ... --compare`: the tables / JSON / figure of rlcurr.compare."""
+    from rlcurr import compare
+
+    if len(args.run_dirs) < 2:
+        raise UserError("--compare needs at least two run directories (got one)")
+    if getattr(args, "prompts", False):
+        raise UserError("--prompts shows one run: inspect each run alone for its prompts (drop --compare)")
+    steps = parse_steps(args.steps)  # before loading: a bad --steps is reported first
+    runs = [load_run(d, steps) for d in args.run_dirs]
+    if args.json:
+        print(json.dumps(compare.compare_json(runs), indent=1))
+    else:
+        compare.print_compare(runs)
+    if args.plot:
+        out = compare.plot_compare(runs, args.plot)
+        if not args.json:
+            print(f"figure written to {out}")
+
+
 def add_inspect_parser(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="summarise a run directory (tables, --json, --plot)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = subparsers.add_parser("inspect", help="summarise a run directory, or compare several (--compare)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one run, or several with --compare")
+    p.add_argument("--compare", action="store_true",
+                   help="several runs side by side: accuracy against answers generated, sampling probabilities, "
+                        "answers each run needed to reach the others' final accuracy")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="write a figure")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
-    p.add_argument("--steps", metavar="A:B", default=None, help="inclusive step range; either side optional")
+    p.add_argument("--steps", metavar="A:B", default=None,
+                   help="inclusive step range (every run with --compare); either side optional")
     p.add_argument("--prompts", action="store_true",
-                   help="per distribution: pass rates of its prompts over time, hardest / easiest prompts")
+                   help="per distribution: pass rates of its prompts over time, hardest / easiest prompts "
+                        "(one run only)")
     p.set_defaults(fn=cmd_inspect)
