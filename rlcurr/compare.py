@@ -267,6 +267,8 @@ def plot_compare(runs: list[RunData], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     names = run_names(runs)
     cmap = plt.get_cmap("tab10")
@@ -280,33 +282,38 @@ def plot_compare(runs: list[RunData], path: str | Path) -> Path:
     grid = fig.add_gridspec(1 + prob_rows, cols, height_ratios=[1.7] + [1] * prob_rows)
     ax_acc = fig.add_subplot(grid[0, : cols // 2])
     ax_reward = fig.add_subplot(grid[0, cols // 2:])
-    prob_axes = [fig.add_subplot(grid[1 + i // cols, i % cols]) for i in range(len(dists))]
+    prob_axes = []
+    for i in range(len(dists)):  # one step axis for every distribution, so that the panels line up
+        prob_axes.append(fig.add_subplot(grid[1 + i // cols, i % cols], sharex=prob_axes[0] if prob_axes else None))
 
     # one moving-average window for every run, so that their reward curves are smoothed alike
     k = max(1, min(10, max(len(train_rows(run)) for run in runs) // 10))
-    for run, name, colour in zip(runs, names, colours):
+    for i, (run, name, colour) in enumerate(zip(runs, names, colours)):
         _plot_accuracy(ax_acc, run, name, colour)
         _plot_reward(ax_reward, run, name, colour, k)
+        lw = 1.3 + 0.9 * min(2, len(runs) - 1 - i)  # earlier runs wider: equal probabilities stay visible
         for ax, d in zip(prob_axes, dists):
             pts = [(r["step"], _num(((r.get("distributions") or {}).get(d) or {}).get("prob"))) for r in run.curriculum]
             pts = [(x, y) for x, y in pts if y is not None]
             if pts:
-                ax.plot(*zip(*pts), color=colour, lw=1.4, label=name)
+                ax.plot(*zip(*pts), color=colour, lw=lw, label=name)
     ax_acc.set(title="held-out accuracy vs answers generated", xlabel="answers generated for training",
                ylabel="accuracy (learnable mean)", ylim=(-0.02, 1.02))
     ax_reward.set(title="train reward" + (f" (moving average of {k} steps)" if k > 1 else ""), xlabel="step",
                   ylabel="reward (mean per step)")
     for ax in (ax_acc, ax_reward):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for ax in (ax_reward, *prob_axes):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, d in zip(prob_axes, dists):
         ax.set(title=f"sampling probability: {d}", xlabel="step", ylim=(-0.02, 1.02))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-    if prob_axes:
-        prob_axes[0].legend(fontsize=7)
-    fig.suptitle("  vs  ".join(names), fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # one legend for the whole figure: every panel uses the same colour per run
+    handles = [Line2D([], [], color=colour, lw=2, marker="o", ms=4) for colour in colours]
+    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 4), fontsize=10, frameon=False)
+    top = 1 - 0.035 * (1 + (len(names) - 1) // 4) * 8 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, top))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
