@@ -8,10 +8,12 @@ the resolved version (all defaults filled in).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+import difflib
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from envs.arith import ArithConfig
 from rlcurr.curriculum.config import CurriculumConfig
@@ -234,14 +236,104 @@ class LoggingConfig(Section):
     progress: bool = True
 
 
+from envs.base import EnvConfigBase  # noqa: E402
 from envs.chain import ChainConfig  # noqa: E402
+from envs.dataset import DatasetConfig  # noqa: E402
 from envs.math import MathConfig  # noqa: E402
 from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
 
-EnvConfig = Annotated[Union[ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig], Field(discriminator="name")]
+#: env.name -> config class of the environments that ship with rlcurr
+BUILTIN_ENVS: dict[str, type[EnvConfigBase]] = {
+    get_args(c.model_fields["name"].annotation)[0]: c
+    for c in (ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig, DatasetConfig)
+}
+ENV_NAMES = set(BUILTIN_ENVS)
 
 
-ENV_NAMES = {get_args(c.model_fields["name"].annotation)[0] for c in get_args(get_args(EnvConfig)[0])}
+def env_config_class(name: Any, recipe_dir: str | Path | None = None) -> type[EnvConfigBase]:
+    """The config class `env.name` refers to: a built-in name (`BUILTIN_ENVS`) or an import path
+    to a subclass of `EnvConfigBase` defined outside rlcurr:
+
+    - ``path/to/my_envs.py:MyConfig`` -- a relative path is looked up in the recipe's directory,
+      then in the working directory;
+    - ``my_pkg.envs:MyConfig`` (or ``my_pkg.envs.MyConfig``) -- imported with the working
+      directory on ``sys.path``.
+
+    For an import path the class returned is a subclass of the user's class whose `name` field
+    is the path itself (a file made absolute), so the resolved config.yaml names the same class
+    when a run is resumed from another directory. A name that cannot be resolved is one
+    UserError naming env.name (and the file)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"env.name must be a string naming an environment (got {name!r}); {_ENV_NAME_FORMS}")
+    if name in BUILTIN_ENVS:
+        return BUILTIN_ENVS[name]
+    if ":" not in name and "." not in name:
+        close = difflib.get_close_matches(name, list(BUILTIN_ENVS), n=1)
+        maybe = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"env.name {name!r}: unknown environment{maybe}; {_ENV_NAME_FORMS}")
+    if name.endswith(".py"):
+        raise UserError(f"env.name {name!r}: name the config class after the file, e.g. '{name}:MyConfig'")
+    from rlcurr.rewards.registry import import_object
+
+    search = [recipe_dir] if recipe_dir is not None else []
+    obj, canonical = import_object(name, what="env.name", search_dirs=search)
+    where = canonical.rsplit(":", 1)[0] if ":" in canonical else canonical
+    if not (isinstance(obj, type) and issubclass(obj, EnvConfigBase)):
+        from envs.base import Environment
+
+        what = f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        extra = ""
+        if isinstance(obj, type) and issubclass(obj, Environment):
+            extra = (" (that is the environment; point env.name at its config class, the EnvConfigBase "
+                     "subclass whose build(seed) returns it)")
+        raise UserError(f"env.name {name!r}: {what} in {where} is not a subclass of rlcurr.EnvConfigBase{extra}")
+    if obj.build is EnvConfigBase.build:
+        raise UserError(f"env.name {name!r}: {obj.__name__} in {where} defines no build(self, seed) returning "
+                        f"an rlcurr.Environment")
+    return _named_plugin_class(obj, canonical)
+
+
+_ENV_NAME_FORMS = (f"built-in environments: {', '.join(sorted(BUILTIN_ENVS))}; your own is an import path to its "
+                   f"config class (a subclass of rlcurr.EnvConfigBase): 'my_envs.py:MyConfig' (relative to the "
+                   f"recipe's directory, then the working directory) or 'my_pkg.envs:MyConfig'")
+
+_PLUGIN_CLASSES: dict[tuple[type, str], type[EnvConfigBase]] = {}
+
+
+def _named_plugin_class(user_cls: type[EnvConfigBase], name: str) -> type[EnvConfigBase]:
+    """`user_cls` with a `name` field fixed to its import path (cached: one class per path), and a
+    `build` that checks it returns an Environment."""
+    key = (user_cls, name)
+    if key not in _PLUGIN_CLASSES:
+        from envs.base import Environment
+
+        def build(self, seed: int):
+            env = user_cls.build(self, seed)
+            if not isinstance(env, Environment):
+                raise UserError(f"env.name {name!r}: {user_cls.__name__}.build(seed) returned a "
+                                f"{type(env).__name__}, not an rlcurr.Environment")
+            return env
+
+        namespace = {"__module__": user_cls.__module__, "__qualname__": user_cls.__qualname__,
+                     "__doc__": user_cls.__doc__, "__annotations__": {"name": Literal[name]}, "name": name,
+                     "build": build}
+        _PLUGIN_CLASSES[key] = type(user_cls.__name__, (user_cls,), namespace)
+    return _PLUGIN_CLASSES[key]
+
+
+def validate_env(value: Any, recipe_dir: str | Path | None = None) -> EnvConfigBase:
+    """The recipe's `env` mapping validated by the config class its `name` picks. Field errors are
+    pydantic's (reported as env.<field> by `format_validation_error`); a name that does not resolve
+    is a UserError (see `env_config_class`)."""
+    if isinstance(value, EnvConfigBase):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping with a name, e.g. {{name: arith}}; {_ENV_NAME_FORMS}")
+    if "name" not in value:
+        raise ValidationError.from_exception_data("env", [{"type": "missing", "loc": ("name",), "input": value}])
+    cls = env_config_class(value["name"], recipe_dir)
+    data = {**value, "name": cls.model_fields["name"].default}  # a file path made absolute
+    return cls.model_validate(data, context={"recipe_dir": str(recipe_dir) if recipe_dir is not None else None})
 
 
 class Config(Section):
@@ -249,7 +341,7 @@ class Config(Section):
     description: str = ""
     seed: int = 0
     model: ModelConfig
-    env: EnvConfig
+    env: SerializeAsAny[EnvConfigBase]  # a built-in's config or a user's (see validate_env)
     rewards: list[RewardSpec] | None = None  # default: the environment's own
     reward: RewardConfig = RewardConfig()
     rollout: RolloutConfig = RolloutConfig()
@@ -260,6 +352,11 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_by_name(cls, value: Any, info: ValidationInfo) -> EnvConfigBase:
+        return validate_env(value, (info.context or {}).get("recipe_dir"))
 
     @model_validator(mode="after")
     def _rollout_gpus_fit_tp(self) -> "Config":
@@ -371,8 +468,6 @@ def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         parts = list(e["loc"])
-        if len(parts) > 1 and parts[0] == "env" and parts[1] in ENV_NAMES:
-            del parts[1]  # pydantic puts the union's tag in the path: env.<name>.field -> env.field
         loc = ".".join(str(p) for p in parts)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -411,9 +506,12 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(data: dict) -> Config:
+def build_config(data: dict, recipe_dir: str | Path | None = None) -> Config:
+    """Validate a recipe mapping. `recipe_dir`: where a relative file in it (a user environment's
+    ``env.name: my_envs.py:MyConfig``, the dataset environment's ``env.path``) is looked up
+    first, before the working directory."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"recipe_dir": str(recipe_dir) if recipe_dir is not None else None})
     except ValidationError as e:
         raise UserError(format_validation_error(e)) from None
 
@@ -421,7 +519,7 @@ def build_config(data: dict) -> Config:
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     data = load_yaml(path)
     data.setdefault("name", Path(path).stem)
-    return build_config(apply_overrides(data, list(overrides)))
+    return build_config(apply_overrides(data, list(overrides)), recipe_dir=Path(path).resolve().parent)
 
 
 def dump_config(cfg: Config) -> str:

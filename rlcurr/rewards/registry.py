@@ -48,13 +48,13 @@ import os
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from rlcurr.errors import UserError
 from rlcurr.rewards.table import RewardFn, lookup, names, register
 
 __all__ = ["RewardFn", "register", "registered_names", "resolve_reward", "bind_params", "check_signature",
-           "required_columns", "completion_format", "reward_label"]
+           "required_columns", "completion_format", "reward_label", "import_object"]
 
 CompletionFormat = Literal["text", "messages"]
 
@@ -172,19 +172,24 @@ def _unknown_name_message(name: str) -> str:
     )
 
 
-def _split_path(name: str) -> tuple[str, str]:
-    if ":" in name:
-        target, attr = name.rsplit(":", 1)
-    else:
-        target, attr = name.rsplit(".", 1)
-    if not target or not attr:
-        raise UserError(f"reward {name!r}: expected 'module:function' or 'module.function'")
-    return target, attr
-
-
 def _import_object(name: str) -> Any:
-    target, attr = _split_path(name)
-    module = _import_file(target, name) if target.endswith(".py") else _import_module(target, name)
+    return import_object(name, what="reward")[0]
+
+
+def import_object(name: str, *, what: str = "reward", search_dirs: Sequence[str | Path] = ()) -> tuple[Any, str]:
+    """The object an import path names, and that path with a file made absolute.
+
+    `name` is ``path/to/file.py:attr``, ``pkg.mod:attr`` or ``pkg.mod.attr`` (``attr`` may be
+    dotted: ``Class.method``). A relative file path is looked up in each of `search_dirs`, then
+    in the current working directory; a module is imported with the working directory on
+    ``sys.path``. Every way this can fail is one UserError starting with ``{what} {name!r}:``.
+    """
+    target, attr = _split_path(name, what)
+    if target.endswith(".py"):
+        path = _find_file(target, name, what, search_dirs)
+        module, canonical = _import_file(path, name, what), f"{path}:{attr}"
+    else:
+        module, canonical = _import_module(target, name, what), name
     obj: Any = module
     for part in attr.split("."):  # 'module:Class.method' is allowed
         if not hasattr(obj, part):
@@ -192,15 +197,37 @@ def _import_object(name: str) -> Any:
                 a for a, v in vars(module).items()
                 if not a.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__
             )
+            where = module.__file__ if target.endswith(".py") else repr(module.__name__)
             raise UserError(
-                f"reward {name!r}: module {module.__name__!r} has no attribute {attr!r}. "
-                f"Functions defined there: {', '.join(public[:30]) or '(none)'}"
+                f"{what} {name!r}: module {where} has no attribute {attr!r}. "
+                f"{'Functions' if what == 'reward' else 'Names'} defined there: {', '.join(public[:30]) or '(none)'}"
             )
         obj = getattr(obj, part)
-    return obj
+    return obj, canonical
 
 
-def _import_module(module_name: str, name: str) -> Any:
+def _split_path(name: str, what: str = "reward") -> tuple[str, str]:
+    if ":" in name:
+        target, attr = name.rsplit(":", 1)
+    else:
+        target, attr = name.rsplit(".", 1)
+    if not target or not attr:
+        raise UserError(f"{what} {name!r}: expected 'module:name', 'module.name' or 'path/to/file.py:name'")
+    return target, attr
+
+
+def _find_file(file: str, name: str, what: str, search_dirs: Sequence[str | Path]) -> Path:
+    """The first of search_dirs/file, ./file that exists (absolute, resolved); else a UserError."""
+    path = Path(file).expanduser()
+    candidates = [path] if path.is_absolute() else [Path(d) / path for d in search_dirs] + [Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = ", ".join(str(c.resolve()) for c in dict.fromkeys(candidates))
+    raise UserError(f"{what} {name!r}: file not found: {tried}")
+
+
+def _import_module(module_name: str, name: str, what: str = "reward") -> Any:
     # The console script's sys.path does not include the working directory; users expect a
     # my_rewards.py next to their recipe to be importable, as with `python -m`.
     cwd = os.getcwd()
@@ -210,34 +237,33 @@ def _import_module(module_name: str, name: str) -> Any:
         return importlib.import_module(module_name)
     except Exception as e:  # ImportError, SyntaxError, or anything the module raises at import
         raise UserError(
-            f"reward {name!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}"
+            f"{what} {name!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}"
         ) from None
 
 
-def _import_file(file: str, name: str) -> Any:
-    """Execute a user's reward file as a module; every way it can be broken is one UserError."""
-    path = Path(file).expanduser().resolve()
+def _import_file(path: Path, name: str, what: str = "reward") -> Any:
+    """Execute a user's file (an absolute path) as a module; every way it can be broken is one UserError."""
     if path.is_dir():
-        raise UserError(f"reward {name!r}: {path} is a directory, not a Python file")
+        raise UserError(f"{what} {name!r}: {path} is a directory, not a Python file")
     if not path.exists():
-        raise UserError(f"reward {name!r}: file not found: {path}")
+        raise UserError(f"{what} {name!r}: file not found: {path}")
     module_name = f"rlcurr_user_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"reward {name!r}: cannot read {path}: {e.strerror or e}") from None
+        raise UserError(f"{what} {name!r}: cannot read {path}: {e.strerror or e}") from None
     try:
         source = importlib.util.decode_source(data)  # UTF-8 unless a PEP 263 coding line says otherwise
     except (SyntaxError, UnicodeDecodeError, LookupError) as e:
-        raise UserError(f"reward {name!r}: {path} is not UTF-8 text and declares no other encoding "
+        raise UserError(f"{what} {name!r}: {path} is not UTF-8 text and declares no other encoding "
                         f"(# -*- coding: ... -*-): {getattr(e, 'msg', None) or e}") from None
     try:
         code = compile(source, str(path), "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes
         where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
-        raise UserError(f"reward {name!r}: {path} is not valid Python{where}: "
+        raise UserError(f"{what} {name!r}: {path} is not valid Python{where}: "
                         f"{type(e).__name__}: {getattr(e, 'msg', None) or e}") from None
     module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(module_name, path))
     sys.modules[module_name] = module  # before exec: dataclasses and pickle look modules up here
@@ -245,5 +271,5 @@ def _import_file(file: str, name: str) -> Any:
         exec(code, module.__dict__)
     except (Exception, SystemExit) as e:
         del sys.modules[module_name]
-        raise UserError(f"reward {name!r}: cannot import {path}: {type(e).__name__}: {e}") from None
+        raise UserError(f"{what} {name!r}: cannot import {path}: {type(e).__name__}: {e}") from None
     return module
