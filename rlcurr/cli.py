@@ -1,4 +1,4 @@
-"""rlcurr command line: train | recipes | inspect."""
+"""rlcurr command line: train | recipes | inspect | plan."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlcurr.report import add_inspect_parser
 
     add_inspect_parser(sub)
+    from rlcurr.plan import add_plan_parser
+
+    add_plan_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

@@ -146,36 +146,51 @@ class Placement:
     group: Any = None  # the PlacementGroup, when one was made
 
 
+def placement_bundles(num_rollout: int, num_learner: int, *, gpus_per_rollout_worker: int,
+                      gpus_per_learner_worker: int, colocate: bool, tensor_parallel_size: int) -> dict:
+    """The placement group `placement` asks for on a GPU cluster, without creating it: `bundles`
+    (one {"GPU": n} per bundle), the bundle index of each rollout and learner worker, and the GPUs
+    each takes (fractional when colocated). `rlcurr plan` counts GPUs from it before asking Ray."""
+    if colocate:
+        if tensor_parallel_size != 1 or num_learner > num_rollout:
+            raise UserError("resources.colocate supports rollout.tensor_parallel_size=1 and at most one "
+                            "learner worker per rollout worker")
+        return {"bundles": [{"GPU": 1} for _ in range(num_rollout)],
+                "rollout_bundle": list(range(num_rollout)), "learner_bundle": list(range(num_learner)),
+                "rollout_gpus": 0.5, "learner_gpus": 0.5}
+    return {"bundles": ([{"GPU": gpus_per_rollout_worker} for _ in range(num_rollout)]
+                        + [{"GPU": gpus_per_learner_worker} for _ in range(num_learner)]),
+            "rollout_bundle": list(range(num_rollout)),
+            "learner_bundle": list(range(num_rollout, num_rollout + num_learner)),
+            "rollout_gpus": gpus_per_rollout_worker, "learner_gpus": gpus_per_learner_worker}
+
+
 def placement(num_rollout: int, num_learner: int, *, gpus_per_rollout_worker: int, gpus_per_learner_worker: int,
-              colocate: bool, tensor_parallel_size: int) -> Placement:
-    """Decide where actors go; call after `ray.init`. No GPUs in the cluster: no placement group."""
+              colocate: bool, tensor_parallel_size: int, ready_timeout_s: float = 600) -> Placement:
+    """Decide where actors go; call after `ray.init`. No GPUs in the cluster: no placement group.
+    A group not ready within `ready_timeout_s` is removed (so it cannot grab GPUs later) and Ray's
+    GetTimeoutError raised."""
     if ray.cluster_resources().get("GPU", 0) == 0:
         if colocate:
             raise UserError("resources.colocate needs GPUs: vLLM's sleep mode (which frees the rollout "
                             "engine's memory during the learner step) is CUDA-only")
         return Placement([{} for _ in range(num_rollout)], [{} for _ in range(num_learner)])
-    from ray.util.placement_group import placement_group
+    from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    if colocate:
-        if tensor_parallel_size != 1 or num_learner > num_rollout:
-            raise UserError("resources.colocate supports rollout.tensor_parallel_size=1 and at most one "
-                            "learner worker per rollout worker")
-        bundles = [{"GPU": 1} for _ in range(num_rollout)]
-        rollout_bundle, learner_bundle = list(range(num_rollout)), list(range(num_learner))
-        rollout_gpus = learner_gpus = 0.5
-    else:
-        bundles = ([{"GPU": gpus_per_rollout_worker} for _ in range(num_rollout)]
-                   + [{"GPU": gpus_per_learner_worker} for _ in range(num_learner)])
-        rollout_bundle = list(range(num_rollout))
-        learner_bundle = list(range(num_rollout, num_rollout + num_learner))
-        rollout_gpus, learner_gpus = gpus_per_rollout_worker, gpus_per_learner_worker
-    group = placement_group(bundles, strategy="PACK")
-    ray.get(group.ready(), timeout=600)  # fails loudly when the cluster cannot hold the bundles
+    plan = placement_bundles(num_rollout, num_learner, gpus_per_rollout_worker=gpus_per_rollout_worker,
+                             gpus_per_learner_worker=gpus_per_learner_worker, colocate=colocate,
+                             tensor_parallel_size=tensor_parallel_size)
+    group = placement_group(plan["bundles"], strategy="PACK")
+    try:
+        ray.get(group.ready(), timeout=ready_timeout_s)  # fails loudly when the cluster cannot hold the bundles
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise
 
     def options(bundle: int, gpus: float) -> dict:
         return {"num_gpus": gpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_bundle_index=bundle)}
 
-    return Placement([options(b, rollout_gpus) for b in rollout_bundle],
-                     [options(b, learner_gpus) for b in learner_bundle], group)
+    return Placement([options(b, plan["rollout_gpus"]) for b in plan["rollout_bundle"]],
+                     [options(b, plan["learner_gpus"]) for b in plan["learner_bundle"]], group)
