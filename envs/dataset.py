@@ -30,7 +30,8 @@ down to `eval_size` rows per distribution, also by the seed. `train_size` caps e
 distribution's train pool (a seeded sample, in source order).
 
 uids are ``<split>/<row index in its source>`` ("train/17", "test/3"; held-out rows keep their
-train index), so they do not change when `eval_size` or `train_size` does.
+train index; rows from `eval_path` are "eval/3", or "eval/test/3" from a DatasetDict there), so
+they do not change when `eval_size` or `train_size` does.
 
 Rewards: `default_reward` (default ``exact_match``; ``math_verify`` for math answers) is used
 when the recipe lists no rewards, and is the eval verifier (accuracy = its score > 0).
@@ -140,7 +141,7 @@ class DatasetEnv(Environment):
         if isinstance(held, dict):
             wanted = [cfg.eval_split] if cfg.eval_split else [s for s in EVAL_SPLITS if s in held] or list(EVAL_SPLITS)
             eval_split = _pick_split(held, cfg.eval_path, wanted, "env.eval_split")
-            return train, self._rows(held[eval_split], eval_split, cfg.eval_path)
+            return train, self._rows(held[eval_split], f"eval/{eval_split}", cfg.eval_path)  # uids apart from path's
         return train, self._rows(held, "eval", cfg.eval_path)
 
     def _rows(self, dataset: Any, split: str, source: str) -> list[Row]:

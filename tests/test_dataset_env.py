@@ -92,6 +92,8 @@ def test_dataset_dict_trains_on_train_and_evaluates_on_test(data):
     assert len(held) == 4 and all(p.uid.startswith("test/") for p in held)  # sampled down to eval_size
     swapped = build({"name": "dataset", "path": str(data / "dict"), "split": "test", "eval_split": "train"})
     assert len(swapped.train_prompts("all")) == 6 and swapped.eval_prompts("all")[0].uid.startswith("train/")
+    other = build({"name": "dataset", "path": str(data / "dict"), "eval_path": str(data / "dict"), "eval_split": "train"})
+    assert all(p.uid.startswith("eval/train/") for p in other.eval_prompts("all"))  # uids unique in the env
 
 
 @pytest.mark.parametrize("file", ["rows.jsonl", "rows.csv", "rows.parquet"])
