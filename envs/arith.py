@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from envs.base import EnvConfigBase, Environment
+from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.types import Prompt
 
 KNOWN = ("add1", "add2", "add3", "add4", "add5", "noise")
@@ -55,7 +55,7 @@ def _question(rng: random.Random, dist: str) -> tuple[str, str]:
     return f"{a}+{b}=", str(a + b)
 
 
-class ArithEnv(Environment):
+class ArithEnv(PoolEnvironment):
     default_rewards = ("exact_match",)
     unlearnable = ("noise",)
 
@@ -82,11 +82,3 @@ class ArithEnv(Environment):
                                   answer=a, hint=a[: max(1, len(a) - 1)], columns={"answer": a}))
         return prompts
 
-    def distributions(self) -> list[str]:
-        return list(self.cfg.distributions)
-
-    def train_prompts(self, distribution: str) -> list[Prompt]:
-        return self._train[distribution]
-
-    def eval_prompts(self, distribution: str) -> list[Prompt]:
-        return self._eval[distribution]

@@ -1,9 +1,11 @@
 """What an environment is: a data source split into named distributions, with rewards and hints.
 
-An environment module defines a pydantic config class (with a `name` literal that recipes use
-as `env.name`) whose `build(seed)` returns an `Environment`. `rlcurr.config` lists the config
-classes in the `EnvConfig` union (discriminated by `name`); adding an environment means adding
-one module and its config class to that union.
+An environment module defines a pydantic config class (a subclass of `EnvConfigBase`) whose
+`build(seed)` returns an `Environment`. Built-in environments have a `name` literal listed in
+`rlcurr.config.BUILTIN_ENVS`; any other is named in a recipe by import path
+(`env.name: my_envs.py:MyConfig` or `my_pkg.envs:MyConfig`, see the README's "Add an
+environment"), with no edit of rlcurr. An environment may be multi-turn: it then sets `tool_stop`
+and `max_turns` and implements `turn` (the tool), see rlcurr/rollout/multiturn.py and envs/calc.py.
 """
 
 from __future__ import annotations
@@ -43,6 +45,38 @@ class Environment(ABC):
     @abstractmethod
     def eval_prompts(self, distribution: str) -> list[Prompt]: ...
 
-    def sft_examples(self, distribution: str) -> list[tuple[Prompt, str]]:
-        """(prompt, target completion) pairs for the SFT warm-up; default: the answer itself."""
+    #: Multi-turn tool use (rlcurr/rollout/multiturn.py). Non-empty: a model turn that ends with one
+    #: of these strings is a tool call, answered by `turn`; empty: single-turn (the default).
+    tool_stop: tuple[str, ...] = ()
+    #: the most model turns per answer (tool calls + the final turn)
+    max_turns: int = 1
+
+    def turn(self, prompt: Prompt, trajectory: str) -> str | None:
+        """The tool: `trajectory` is the answer so far (model turns and earlier tool outputs), ending
+        with a `tool_stop` string. Return the text to append (the tool's output, which the model
+        then reads; it is never trained on), or None to end the answer here."""
+        return None
+
+    def sft_examples(self, distribution: str) -> list[tuple[Prompt, str | list[tuple[str, bool]]]]:
+        """(prompt, target completion) pairs for the SFT warm-up; default: the answer itself. A tool
+        environment gives the target as (text, is_tool_output) pieces: tool outputs are context
+        for the warm-up's loss, not targets, as in RL."""
         return [(p, p.answer) for p in self.train_prompts(distribution)]
+
+
+class PoolEnvironment(Environment):
+    """An environment whose pools are built once, in `__init__`: `self._train` and `self._eval`,
+    dicts from distribution to prompts; the distributions are `self._train`'s keys, in order."""
+
+    _train: dict[str, list[Prompt]]
+    _eval: dict[str, list[Prompt]]
+
+    def distributions(self) -> list[str]:
+        return list(self._train)
+
+    def train_prompts(self, distribution: str) -> list[Prompt]:
+        return self._train[distribution]
+
+    def eval_prompts(self, distribution: str) -> list[Prompt]:
+        return self._eval.get(distribution, [])
+

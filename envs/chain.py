@@ -64,7 +64,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from envs.base import EnvConfigBase, Environment
+from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.rewards.builtin import completion_text
 from rlcurr.types import Prompt
 
@@ -198,7 +198,7 @@ def chain_answer(prompts, completions, answer=None, digits=None, modulus=None, *
     return out
 
 
-class ChainEnv(Environment):
+class ChainEnv(PoolEnvironment):
     default_rewards = ("envs.chain:chain_answer",)
 
     def __init__(self, cfg: ChainConfig, seed: int):
@@ -244,14 +244,6 @@ class ChainEnv(Environment):
                         hint=hint, columns=columns)
         return prompt, target
 
-    def distributions(self) -> list[str]:
-        return list(self._train)
-
-    def train_prompts(self, distribution: str) -> list[Prompt]:
-        return self._train[distribution]
-
-    def eval_prompts(self, distribution: str) -> list[Prompt]:
-        return self._eval[distribution]
 
     def sft_examples(self, distribution: str) -> list[tuple[Prompt, str]]:
         """(prompt, trace) pairs; traces mix verbose and terse steps (the budget's slack)."""

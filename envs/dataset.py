@@ -50,7 +50,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from envs.base import EnvConfigBase, Environment
+from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.errors import UserError
 from rlcurr.types import Prompt
 
@@ -93,7 +93,7 @@ class DatasetConfig(EnvConfigBase):
         return DatasetEnv(self, seed)
 
 
-class DatasetEnv(Environment):
+class DatasetEnv(PoolEnvironment):
     def __init__(self, cfg: DatasetConfig, seed: int):
         self.cfg = cfg
         self.default_rewards = (cfg.default_reward,)
@@ -114,6 +114,7 @@ class DatasetEnv(Environment):
                            for d, p in self._train.items()}
         if not self._train:
             raise UserError(f"dataset env: no rows in {cfg.path} (split {cfg.split!r})")
+        self._train = dict(sorted(self._train.items()))  # distributions in name order
 
     # ------------------------------------------------------------ reading
 
@@ -185,14 +186,6 @@ class DatasetEnv(Environment):
 
     # ------------------------------------------------------------ Environment
 
-    def distributions(self) -> list[str]:
-        return sorted(self._train)
-
-    def train_prompts(self, distribution: str) -> list[Prompt]:
-        return self._train[distribution]
-
-    def eval_prompts(self, distribution: str) -> list[Prompt]:
-        return self._eval.get(distribution, [])
 
 
 def _split_note(split: str) -> str:

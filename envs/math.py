@@ -29,7 +29,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import Field
 
-from envs.base import EnvConfigBase, Environment
+from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.errors import UserError
 from rlcurr.types import Prompt
 
@@ -48,7 +48,7 @@ class MathConfig(EnvConfigBase):
         return MathEnv(self, seed)
 
 
-class MathEnv(Environment):
+class MathEnv(PoolEnvironment):
     default_rewards = ("math_verify",)
 
     def __init__(self, cfg: MathConfig, seed: int):
@@ -63,6 +63,7 @@ class MathEnv(Environment):
                 self._train[dist], self._eval[dist] = self._hold_out(prompts, random.Random(f"math-{seed}-{dist}"))
         if not self._train:
             raise UserError(f"math env: no rows in {self.train_files}")
+        self._train = dict(sorted(self._train.items()))  # distributions in name order
 
     def _load(self, files: list[str]) -> list[Prompt]:
         return [self._prompt(row, where) for f in files for row, where in read_rows(f)]
@@ -102,14 +103,6 @@ class MathEnv(Environment):
         held = set(order[:k])
         return [p for i, p in enumerate(prompts) if i not in held], [p for i, p in enumerate(prompts) if i in held]
 
-    def distributions(self) -> list[str]:
-        return sorted(self._train)
-
-    def train_prompts(self, distribution: str) -> list[Prompt]:
-        return self._train[distribution]
-
-    def eval_prompts(self, distribution: str) -> list[Prompt]:
-        return self._eval.get(distribution, [])
 
 
 def _group(prompts: list[Prompt]) -> dict[str, list[Prompt]]:

@@ -48,7 +48,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from envs.base import EnvConfigBase, Environment
+from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.errors import UserError
 from rlcurr.types import Prompt
 
@@ -186,7 +186,7 @@ class LazyPrompts(Sequence):
         return len(self._cache)
 
 
-class ReasoningGymEnv(Environment):
+class ReasoningGymEnv(PoolEnvironment):
     default_rewards = ("reasoning_gym",)
 
     def __init__(self, cfg: ReasoningGymConfig, seed: int):
@@ -221,15 +221,6 @@ class ReasoningGymEnv(Environment):
             )
 
         return LazyPrompts(size, make)
-
-    def distributions(self) -> list[str]:
-        return list(self._train)
-
-    def train_prompts(self, distribution: str) -> LazyPrompts:  # type: ignore[override]
-        return self._train[distribution]
-
-    def eval_prompts(self, distribution: str) -> LazyPrompts:  # type: ignore[override]
-        return self._eval[distribution]
 
     def sft_examples(self, distribution: str) -> list[tuple[Prompt, str]]:
         # The default system prompt asks for <answer> tags; the reward also accepts a bare answer.

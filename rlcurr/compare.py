@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlcurr.report import RunData, _num, config_brief, eval_rows
+from rlcurr.report import RunData, _f, _num, config_brief, eval_rows
 
 ANSWERS_KEY = "rollout/answers_generated"
 EPS = 1e-9  # accuracies are means of 0/1 rewards: equal values must count as reached
@@ -186,14 +186,6 @@ def compare_warnings(runs: list[RunData], summaries: list[dict[str, Any]]) -> li
 
 
 # ---------------------------------------------------------------- terminal
-
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
-
 
 def _count(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"

@@ -44,6 +44,10 @@ def rollout_metrics(groups: list[ScoredGroup], dropped_groups: int = 0) -> dict[
         "tokens": sum(lengths),
         "truncated_frac": sum(c.finish_reason == "length" for g in groups for c in g.completions) / len(lengths),
     }
+    tool_answers = [c.tool_mask for g in groups for c in g.completions if c.tool_mask is not None]
+    if tool_answers:  # multi-turn: tool calls answered per answer (each is one run of masked tokens)
+        out["rollout/tool_calls_per_answer"] = sum(tool_calls(m) for m in tool_answers) / len(lengths)
+        out["rollout/tool_tokens_frac"] = sum(sum(m) for m in tool_answers) / max(sum(lengths), 1)
     by_dist: dict[str, list[float]] = {}
     for g in groups:
         if not g.off_policy:
@@ -58,6 +62,11 @@ def rollout_metrics(groups: list[ScoredGroup], dropped_groups: int = 0) -> dict[
         if vals:
             out[f"reward_fn/{name}"] = statistics.fmean(vals)
     return out
+
+
+def tool_calls(tool_mask: list[bool]) -> int:
+    """Tool outputs in a multi-turn answer: runs of True in its tool mask."""
+    return sum(m and (i == 0 or not tool_mask[i - 1]) for i, m in enumerate(tool_mask))
 
 
 def generation_metrics(generated: list[ScoredGroup]) -> dict[str, int]:

@@ -42,9 +42,10 @@ from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
 from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
+from rlcurr.rollout.multiturn import generate_with_tools
 from rlcurr.rollout.pool import RolloutPool, placement
 from rlcurr.rollout.worker import RolloutWorker
-from rlcurr.types import BatchPlan, GenRequest, PlannedPrompt, Prompt, Rollout, ScoredGroup, TrainSample
+from rlcurr.types import BatchPlan, Completion, GenRequest, PlannedPrompt, Prompt, Rollout, ScoredGroup, TrainSample
 from rlcurr import metrics as M
 
 
@@ -54,6 +55,7 @@ class Trainer:
         # Everything that can fail on user input happens before the run directory exists.
         check_speed_config(cfg)
         self.env = cfg.env.build(cfg.seed)
+        check_tool_support(cfg, self.env)
         self.model_dir = prepare_model(cfg, self.env, log=log)
         self.tokenizer = load_tokenizer(self.model_dir)
         chat = has_chat_template(self.tokenizer)
@@ -355,19 +357,25 @@ class Trainer:
     def rollout(self, plan: BatchPlan) -> list[Rollout]:
         encoded = [self.encode(item.prompt) for item in plan.items]
         requests = [self.train_request(plan, ids, item.max_tokens) for (ids, _), item in zip(encoded, plan.items)]
-        completions = self.generate_for_training(requests)
+        completions = self.generate_for_training(requests, [item.prompt for item in plan.items])
         return [Rollout(item, ids, text, comps) for item, (ids, text), comps in zip(plan.items, encoded, completions)]
 
-    def generate_for_training(self, requests: list[GenRequest]) -> list[list]:
-        """`generate`, counting the answers and tokens spent (the compute a curriculum saves)."""
-        completions = self.generate(requests)
+    def generate_for_training(self, requests: list[GenRequest], prompts: list[Prompt]) -> list[list[Completion]]:
+        """`generate`, counting the answers and tokens spent (the compute a curriculum saves; tool
+        outputs are not generated, so not counted)."""
+        completions = self.generate(requests, prompts)
         self.spent["answers"] += sum(len(cs) for cs in completions)
-        self.spent["tokens"] += sum(len(c.token_ids) for cs in completions for c in cs)
+        self.spent["tokens"] += sum(c.num_generated for cs in completions for c in cs)
         return completions
 
-    def generate(self, requests: list[GenRequest]) -> list[list]:
-        """Spread over the rollout workers (contiguous shares, dead workers replaced); results in order."""
-        return self.rollout_pool.generate(requests)
+    def generate(self, requests: list[GenRequest], prompts: list[Prompt]) -> list[list[Completion]]:
+        """Spread over the rollout workers (contiguous shares, dead workers replaced); results in
+        order. In a tool environment, turn by turn (rlcurr.rollout.multiturn): `prompts[i]` is the
+        task of `requests[i]`, which the environment's tool reads."""
+        if not self.env.tool_stop:
+            return self.rollout_pool.generate(requests)
+        return generate_with_tools(self.rollout_pool.generate, requests, prompts, self.env,
+                                   lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @property
     def rollout_workers(self) -> list:
@@ -388,7 +396,7 @@ class Trainer:
                 prompts.append(r.prompt_text)
                 completions.append(c.text)
                 budgets.append(budget)
-                num_tokens.append(len(c.token_ids))
+                num_tokens.append(c.num_generated)
                 per_answer.append(r.planned.prompt)
         columns = build_columns(per_answer, budget=budgets, num_tokens=num_tokens)
         scores = self.rewards.score(prompts, completions, columns)
@@ -429,7 +437,8 @@ class Trainer:
         hinted = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
         requests = [self.train_request(plan, ids, g.max_tokens) for (ids, _), g in zip(hinted, failed)]
         rolled = [Rollout(PlannedPrompt(g.prompt, g.max_tokens), ids, text, comps)
-                  for g, (ids, text), comps in zip(failed, hinted, self.generate_for_training(requests))]
+                  for g, (ids, text), comps in zip(failed, hinted,
+                                                 self.generate_for_training(requests, [g.prompt for g in failed]))]
         out = list(groups)
         for i, g_old, g_new in zip(chosen, failed, self.set_advantages(self.score(t, rolled))):  # 3 again
             g_new.behaviour_prompt_ids, g_new.prompt_ids, g_new.off_policy = g_new.prompt_ids, g_old.prompt_ids, True
@@ -473,7 +482,8 @@ class Trainer:
         items = [PlannedPrompt(p, max_tokens) for d in self.env.distributions() for p in self.env.eval_prompts(d)]
         encoded = [self.encode(it.prompt) for it in items]
         k, temperature = self.cfg.eval.samples, self.cfg.eval.temperature
-        comps = self.generate([GenRequest(ids, k, max_tokens, temperature=temperature) for ids, _ in encoded])
+        comps = self.generate([GenRequest(ids, k, max_tokens, temperature=temperature) for ids, _ in encoded],
+                              [it.prompt for it in items])
         prompts = [text for _, text in encoded for _ in range(k)]
         per_answer = [it.prompt for it in items for _ in range(k)]
         scores = self.verifier.score(prompts, [c.text for cs in comps for c in cs], build_columns(per_answer))
@@ -510,6 +520,19 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def check_tool_support(cfg: Config, env) -> None:
+    """Settings a multi-turn tool environment cannot train with, refused before anything starts."""
+    if not env.tool_stop:
+        return
+    name = cfg.env.name
+    if cfg.algo.name == "ppo":
+        raise UserError(f"algo.name: ppo is not supported with a tool environment (env.name: {name}): the critic's "
+                        f"GAE would run through tool-output tokens; use grpo, drgrpo or rloo")
+    if cfg.curriculum.ead is not None:
+        raise UserError(f"curriculum.ead (per-position temperatures) is not supported with a tool environment "
+                        f"(env.name: {name}): each model turn is a new request; remove curriculum.ead")
+
+
 def has_signal(group: ScoredGroup) -> bool:
     """False for a group that reward failures left with fewer than 2 scored answers (no
     group-relative advantage): it is dropped from the batch, the curriculum and guidance."""
@@ -519,5 +542,5 @@ def has_signal(group: ScoredGroup) -> bool:
 def to_train_samples(groups: list[ScoredGroup]) -> list[TrainSample]:
     return [TrainSample(prompt_ids=g.prompt_ids, response_ids=c.token_ids, advantage=a,
                         rollout_logprobs=c.logprobs, behaviour_prompt_ids=g.behaviour_prompt_ids,
-                        off_policy=g.off_policy, reward=r)
+                        off_policy=g.off_policy, reward=r, tool_mask=c.tool_mask)
             for g in groups for c, a, r in zip(g.completions, g.advantages, g.rewards)]

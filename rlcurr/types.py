@@ -28,6 +28,8 @@ class GenRequest:
 
     `temperatures` (EAD, METHODS 7): the temperature of each answer position, used instead of
     `temperature` (positions past its end use its last value); HF engine only.
+    `stop`: generation also ends when the answer's text ends with one of these strings (the
+    string stays in the answer, as vLLM's include_stop_str_in_output); multi-turn tool calls.
     """
 
     prompt_ids: list[int]
@@ -37,16 +39,29 @@ class GenRequest:
     top_p: float = 1.0
     seed: int | None = None
     temperatures: tuple[float, ...] | None = None
+    stop: tuple[str, ...] = ()  # strings that end the answer (kept in it), e.g. a tool call's closing tag
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One generated answer: its tokens, the engine's sampling logprobs, why it stopped."""
+    """One generated answer: its tokens, the engine's sampling logprobs, why it stopped.
+
+    Multi-turn (tool environments, rlcurr.rollout.multiturn): the answer is the whole trajectory,
+    model turns and tool outputs interleaved; `tool_mask[i]` is True for a token the tool wrote
+    (its logprob is a 0.0 placeholder; the learner leaves it out of every loss and metric).
+    """
 
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str  # "stop" (EOS) or "length"
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
     text: str
+    stop_reason: str | None = None  # the GenRequest.stop string that ended it, if one did
+    tool_mask: list[bool] | None = None  # None: every token is the model's
+
+    @property
+    def num_generated(self) -> int:
+        """Tokens the policy generated (tool outputs not counted)."""
+        return len(self.token_ids) - sum(self.tool_mask or ())
 
 
 @dataclass(frozen=True)
@@ -125,3 +140,4 @@ class TrainSample:
     returns: list[float] | None = None  # PPO only: per-token GAE returns (set by the learner)
     reward: float = 0.0  # the answer's total reward (PPO's GAE places it on the last token)
     token_advantages: list[float] | None = None  # PPO only: per-token whitened GAE advantages (set by the learner)
+    tool_mask: list[bool] | None = None  # True at tool-output tokens: not trained on (see Completion)

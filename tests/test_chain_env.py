@@ -95,7 +95,7 @@ def test_sampled_eval_is_the_mean_over_every_answer_and_the_mean_skips_noise():
     env = cfg.env.build(0)
     requests = []
 
-    def generate(reqs):
+    def generate(reqs, prompts):
         requests.extend(reqs)
         rung = [[SimpleNamespace(text=t) for t in ("right", "right", "wrong")] for _ in reqs[:8]]
         return rung + [[SimpleNamespace(text="wrong")] * 3 for _ in reqs[8:]]

@@ -3,7 +3,6 @@ D3S token masking in the learner, DAPO refill rounds in the trainer (METHODS 5, 
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -180,11 +179,11 @@ class _ScriptedTrainer:
 
     def rollout(self, plan):
         self.planned.append(len(plan.items))
-        self.generate_for_training([None] * len(plan.items))  # counted as the real rollout counts
+        self.generate_for_training([None] * len(plan.items), [it.prompt for it in plan.items])  # counted as real
         return plan.items
 
-    def generate(self, requests):
-        return [[SimpleNamespace(token_ids=[7, 8])] * 3 for _ in requests]  # 3 answers of 2 tokens
+    def generate(self, requests, prompts):
+        return [[Completion([7, 8], [0.0, 0.0], "stop", "ab")] * 3 for _ in requests]  # 3 answers of 2 tokens
 
     def score(self, t, items):
         rewards = self.rounds.pop(0)

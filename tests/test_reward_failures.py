@@ -55,7 +55,7 @@ class ScriptedPool:
     def __init__(self, tokenizer, script):
         self.tokenizer, self.script, self.requests = tokenizer, list(script), []
 
-    def generate(self, requests):
+    def generate(self, requests, prompts=None):
         out = []
         for req in requests:
             self.requests.append(req)

@@ -28,8 +28,24 @@ def pad_lists(rows: list[list[float]], T: int, dtype=torch.float32) -> torch.Ten
     return out_BT
 
 
-def response_mask(response_lens: list[int], T: int) -> torch.Tensor:
-    return (torch.arange(T)[None, :] < torch.tensor(response_lens)[:, None]).to(torch.float32)
+def response_mask(response_lens: list[int], T: int, tool_masks: list[list[bool] | None] | None = None) -> torch.Tensor:
+    """1.0 at each row's answer tokens, [B, T]; with `tool_masks`, 0.0 also at tool-output tokens
+    (multi-turn answers: what a tool wrote is context, never trained on or compared)."""
+    mask_BT = (torch.arange(T)[None, :] < torch.tensor(response_lens)[:, None]).to(torch.float32)
+    for b, tool in enumerate(tool_masks or ()):
+        if tool is not None:
+            mask_BT[b, : len(tool)] *= 1.0 - torch.tensor(tool[:T], dtype=torch.float32)
+    return mask_BT
+
+
+def policy_mask(samples, T: int) -> torch.Tensor:
+    """`response_mask` of TrainSamples: the tokens the policy generated, [B, T]."""
+    return response_mask([len(s.response_ids) for s in samples], T, [s.tool_mask for s in samples])
+
+
+def policy_tokens(sample) -> int:
+    """How many of a TrainSample's answer tokens the policy generated (the loss's token count)."""
+    return len(sample.response_ids) - sum(sample.tool_mask or ())
 
 
 def response_logits(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]],

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import torch
 
-from rlcurr.learner.batching import cut_by_tokens
+from rlcurr.learner.batching import cut_by_tokens, policy_tokens
 from rlcurr.types import TrainSample
 
 
@@ -58,13 +58,13 @@ def weighted_micro_batches(samples: list[TrainSample], indices: list[int], micro
     """
     rank, world = dist_rank_world()
     mine = shard(indices, rank, world)
-    total_tokens = sum(len(samples[i].response_ids) for i in indices)
+    total_tokens = sum(policy_tokens(samples[i]) for i in indices)  # tool-output tokens are not trained on
     out = []
     lengths = [len(samples[i].prompt_ids) + len(samples[i].response_ids) for i in mine]
     for group in cut_by_tokens(lengths, micro_batch_size, max_tokens):
         micro = [mine[g] for g in group]
         if loss_agg == "token-mean":
-            weight = sum(len(samples[i].response_ids) for i in micro) / total_tokens
+            weight = sum(policy_tokens(samples[i]) for i in micro) / max(total_tokens, 1)
         else:
             weight = len(micro) / len(indices)
         out.append((micro, weight))

@@ -62,7 +62,7 @@ from rlcurr.algos.losses import aggregate, kl_penalty, offpolicy_gamma, policy_l
 from rlcurr.algos.schedules import schedule_multiplier
 from rlcurr.curriculum.filters import d3s_token_mask
 from rlcurr.learner import fsdp
-from rlcurr.learner.batching import answer_scores, cut_by_tokens, pad_lists, response_mask
+from rlcurr.learner.batching import answer_scores, cut_by_tokens, pad_lists, policy_mask, response_mask
 from rlcurr.learner.critic import Critic
 from rlcurr.learner.dataparallel import (all_gather_list, dist_rank_world, mean_of, minibatches, shard,
                                          sum_across_ranks, sum_grads, weighted_micro_batches)
@@ -297,7 +297,7 @@ class Learner:
         if d3s:
             lens = [len(samples[i].response_ids) for i in indices]
             T = max(lens)
-            mask_BT = response_mask(lens, T)
+            mask_BT = policy_mask([samples[i] for i in indices], T)
             if samples[indices[0]].token_advantages is not None:  # PPO: per-token advantages
                 adv = pad_lists([samples[i].token_advantages for i in indices], T)
             else:
@@ -308,7 +308,7 @@ class Learner:
         gamma = None
         if off:  # exp(logp - old) of every off-policy token the loss trains (D3S: the kept ones)
             ratios = torch.cat([(torch.tensor(lp[k]) - torch.tensor(old[i])).exp()[
-                                    torch.tensor(keep[i]) > 0 if keep else slice(None)]
+                                    _trained(samples[i], keep[i] if keep else None)]
                                 for k, i in enumerate(indices) if samples[i].off_policy])
             gamma = offpolicy_gamma(ratios) if ratios.numel() else None
         return MiniBatchConstants(gamma, keep, kept if d3s else 0.0, total if d3s else 0.0)
@@ -346,7 +346,7 @@ class Learner:
         logprobs_BT, entropy_BT = answer_scores(self.model, [s.prompt_ids for s in part], responses, self.pad_id,
                                                 self.temperature, entropy_grad=a.entropy_coef != 0)
         T = logprobs_BT.shape[1]
-        mask_BT = response_mask([len(r) for r in responses], T).to(dev)
+        mask_BT = policy_mask(part, T).to(dev)  # tool-output tokens (multi-turn) are not trained on
         # old None: fully on-policy, the current policy is the old one (see old_from_training_forward)
         old_BT = logprobs_BT.detach() if old is None else pad_lists(old, T).to(dev)
         if logprobs_out is not None:
@@ -485,10 +485,22 @@ class MiniBatchConstants:
         return MicroConstants(self.gamma, keep, self.kept, self.total)
 
 
+def _trained(sample: TrainSample, keep: list[float] | None = None) -> torch.Tensor:
+    """Bool mask over a sample's answer tokens that the loss trains: not tool output (multi-turn),
+    and kept by D3S when `keep` is given."""
+    mask = torch.ones(len(sample.response_ids), dtype=torch.bool)
+    if sample.tool_mask is not None:
+        mask &= ~torch.tensor(sample.tool_mask, dtype=torch.bool)
+    if keep is not None:
+        mask &= torch.tensor(keep) > 0
+    return mask
+
+
 def logprob_parity(samples: list[TrainSample], learner_logprobs: list[list[float]]) -> dict[str, float]:
-    """Engine sampling logprobs vs the learner's recomputation of the same tokens (same weights)."""
+    """Engine sampling logprobs vs the learner's recomputation of the same tokens (same weights);
+    tool-output tokens (multi-turn) have no engine logprob and are left out."""
     diffs = [abs(a - b) for s, lp in zip(samples, learner_logprobs) if s.rollout_logprobs
-             for a, b in zip(s.rollout_logprobs, lp)]
+             for a, b, tool in zip(s.rollout_logprobs, lp, s.tool_mask or [False] * len(lp)) if not tool]
     if not diffs:
         return {}
     return {"rollout/logprob_abs_diff_mean": sum(diffs) / len(diffs), "rollout/logprob_abs_diff_max": max(diffs)}
@@ -505,7 +517,7 @@ def tis_metrics(samples: list[TrainSample], old: list[list[float]], cap: float) 
     """Token-mean of the truncated IS weights over the whole batch, and the share that hit the cap.
     (Weights depend only on old and engine logprobs, so they are fixed for the whole step.)"""
     T = max(len(s.response_ids) for s in samples)
-    mask_BT = response_mask([len(s.response_ids) for s in samples], T)
+    mask_BT = policy_mask(samples, T)
     w_BT = truncated_is_weights(pad_lists(old, T), pad_lists(rollout_rows(samples, old), T), mask_BT, cap)
     n = mask_BT.sum()
     return {"tis/weight_mean": float(w_BT.sum() / n), "tis/clipped_frac": float(((w_BT >= cap) * mask_BT).sum() / n)}

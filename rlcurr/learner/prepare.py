@@ -58,12 +58,25 @@ def prepare_model(cfg, env, log: Callable[[str], None] = print) -> Path:
                 # Prompts encoded exactly as rollouts encode them; the target continues the prompt,
                 # so it gets no special tokens of its own (no BOS mid-sequence).
                 examples.append((encode_prompt(tok, format_env_prompt(tok, cfg.env, p.question, hint=hint)),
-                                 tok(target, add_special_tokens=False)["input_ids"]))
+                                 *encode_target(tok, target)))
         log(f"SFT warm-up: {m.warmup.steps} steps on {len(examples)} examples from {dists}")
         return sft_warmup(base, out, examples, steps=m.warmup.steps, lr=m.warmup.lr,
                           batch_size=m.warmup.batch_size, seed=cfg.seed)
 
     return _cached(cache_root() / "warm" / key, warm)
+
+
+def encode_target(tok, target: str | list[tuple[str, bool]]) -> tuple[list[int], list[bool] | None]:
+    """Target ids, and for a multi-turn target ((text, is_tool_output) pieces) which ids are tool
+    output: each piece encoded on its own, as the multi-turn rollout encodes tool outputs."""
+    if isinstance(target, str):
+        return tok(target, add_special_tokens=False)["input_ids"], None
+    ids, tool = [], []
+    for text, is_tool in target:
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        tool += [is_tool] * len(piece)
+    return ids, tool
 
 
 def _cached(target: Path, build: Callable[[Path], Path]) -> Path:

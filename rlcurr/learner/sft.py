@@ -1,6 +1,7 @@
 """Supervised warm-up: teach a fresh tiny model the task format (and a little of the task).
 
-Cross-entropy on answer tokens + EOS only (the prompt is context), AdamW with a short linear
+Cross-entropy on answer tokens + EOS only (the prompt, and a tool's output in a multi-turn
+target, are context), AdamW with a short linear
 warm-up then cosine decay, uniform batches drawn with replacement from the given examples.
 """
 
@@ -18,9 +19,11 @@ from rlcurr.learner.learner import pick_device
 from rlcurr.learner.models import load_causal_lm, load_tokenizer
 
 
-def sft_warmup(model_dir: Path, out_dir: Path, examples: list[tuple[list[int], list[int]]], *, steps: int,
-               lr: float, batch_size: int, seed: int, on_step: Callable[[int, float], None] | None = None) -> Path:
-    """Train on (prompt_ids, target_ids) pairs for `steps` steps; save the model to `out_dir`."""
+def sft_warmup(model_dir: Path, out_dir: Path, examples: list[tuple[list[int], list[int], list[bool] | None]], *,
+               steps: int, lr: float, batch_size: int, seed: int,
+               on_step: Callable[[int, float], None] | None = None) -> Path:
+    """Train on (prompt_ids, target_ids, tool_mask) for `steps` steps; save the model to `out_dir`.
+    tool_mask (None: no tool output) marks target tokens written by a tool: context, not targets."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tokenizer = load_tokenizer(model_dir)
@@ -33,11 +36,12 @@ def sft_warmup(model_dir: Path, out_dir: Path, examples: list[tuple[list[int], l
         for g in opt.param_groups:
             g["lr"] = lr * mult
         batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-        prompts = [p for p, _ in batch]
-        targets = [t + [tokenizer.eos_token_id] for _, t in batch]
+        prompts = [p for p, _, _ in batch]
+        targets = [t + [tokenizer.eos_token_id] for _, t, _ in batch]
         logits_BTV = response_logits(model, prompts, targets, tokenizer.pad_token_id)
         logp_BT = token_logprobs(logits_BTV, targets, tokenizer.pad_token_id)
-        mask_BT = response_mask([len(t) for t in targets], logp_BT.shape[1]).to(device)
+        mask_BT = response_mask([len(t) for t in targets], logp_BT.shape[1],
+                                [None if m is None else m + [False] for _, _, m in batch]).to(device)
         loss = -(logp_BT * mask_BT).sum() / mask_BT.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,6 +5,8 @@ accepts completions either as strings or as TRL message lists (``[{"role": "assi
 "content": ...}]``). Columns they read:
 
 - ``exact_match``   answer          1.0 if the answer text equals the reference (after strip)
+- ``last_line_match`` answer        1.0 if the answer text's last line equals the reference (tool
+                    environments: a tool output ends with a newline, the final answer follows)
 - ``math_verify``   answer          1.0 if math-verify finds the answer equivalent
 - ``format``        --              1.0 for ``<think>...</think>`` then ``<answer>...</answer>``
 - ``length_budget`` budget, num_tokens   0 within budget, -penalty * min(overshoot / budget,
@@ -68,6 +70,15 @@ def exact_match(prompts, completions, answer=None, **kwargs) -> list[float | Non
     answers = _per_sample(answer, len(completions), "answer")
     return [
         None if ref is None else float(answer_text(c) == str(ref).strip())
+        for c, ref in zip(completions, answers)
+    ]
+
+
+@register("last_line_match")
+def last_line_match(prompts, completions, answer=None, **kwargs) -> list[float | None]:
+    answers = _per_sample(answer, len(completions), "answer")
+    return [
+        None if ref is None else float(answer_text(c).rsplit("\n", 1)[-1].strip() == str(ref).strip())
         for c, ref in zip(completions, answers)
     ]
 

@@ -1,7 +1,7 @@
 """A transformers generation engine: batched sampling with a KV cache, written out plainly.
 
 Why not `model.generate`: we need the exact sampling logprobs (after temperature/top-p), a
-per-request max_tokens and per-request seeds, and this loop is short. Prompts are left-padded;
+per-request max_tokens, per-request seeds and stop strings, and this loop is short. Prompts are left-padded;
 all requests in a call decode in one batch until every row hit EOS or its own max_tokens.
 
 EOS, as vLLM: an answer stops on any id of the model's generation_config.json `eos_token_id` (an
@@ -130,21 +130,38 @@ class HFEngine:
         out = self.model(input_ids=input_ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
         past, next_pos_B = out.past_key_values, position_BP[:, -1] + 1
         logits_BV = out.logits[:, -1]
+        stopped: dict[int, tuple[int, str]] = {}  # row -> (answer length, the stop string it ends with)
         for t in range(int(max_new_B.max())):
             tok_B, lp_B = sample_next(logits_BV, temp_BT[:, t], top_p, self.generator)
             tok_B = torch.where(done_B, torch.full_like(tok_B, self.pad_id), tok_B)
             tokens.append(tok_B)
             logprobs.append(lp_B)
+            live_B = ~done_B & ~torch.isin(tok_B, eos_B)
             done_B |= torch.isin(tok_B, eos_B) | (t + 1 >= max_new_B)
+            for b, stop in self._stop_strings(reqs, tokens, live_B):
+                stopped[b] = (t + 1, stop)
+                done_B[b] = True
             if done_B.all():
                 break
             mask_BP = torch.cat([mask_BP, torch.ones(B, 1, dtype=torch.long)], dim=1)
             out = self.model(input_ids=tok_B[:, None], attention_mask=mask_BP, position_ids=next_pos_B[:, None],
                              past_key_values=past, use_cache=True)
             past, next_pos_B, logits_BV = out.past_key_values, next_pos_B + 1, out.logits[:, -1]
-        return [self._completion(b, tokens, logprobs, int(max_new_B[b])) for b in range(B)]
+        return [self._completion(b, tokens, logprobs, *stopped.get(b, (int(max_new_B[b]), None))) for b in range(B)]
 
-    def _completion(self, b: int, tokens: list[torch.Tensor], logprobs: list[torch.Tensor], max_new: int) -> Completion:
+    def _stop_strings(self, reqs: list[GenRequest], tokens: list[torch.Tensor], live_B: torch.Tensor):
+        """(row, stop string) for each live row whose text now ends with one of its request's stop
+        strings. Only the last max(len(stop)) tokens are decoded: a token is at least one character."""
+        for b, r in enumerate(reqs):
+            if r.stop and bool(live_B[b]):
+                tail = self.tokenizer.decode([int(tok_B[b]) for tok_B in tokens[-max(map(len, r.stop)):]],
+                                             skip_special_tokens=True)
+                hit = next((s for s in r.stop if tail.endswith(s)), None)
+                if hit is not None:
+                    yield b, hit
+
+    def _completion(self, b: int, tokens: list[torch.Tensor], logprobs: list[torch.Tensor], max_new: int,
+                    stop_reason: str | None = None) -> Completion:
         ids, lps = [], []
         for tok_B, lp_B in zip(tokens, logprobs):
             if len(ids) == max_new:
@@ -153,9 +170,9 @@ class HFEngine:
             lps.append(float(lp_B[b]))
             if ids[-1] in self.eos_ids:
                 break
-        finish = "stop" if ids and ids[-1] in self.eos_ids else "length"
+        finish = "stop" if stop_reason is not None or (ids and ids[-1] in self.eos_ids) else "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text)
+        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text, stop_reason=stop_reason)
 
     def get_rng_state(self) -> list[int]:
         """The sampling generator's state as plain ints (JSON-able), for checkpoints."""

@@ -103,7 +103,8 @@ class VLLMEngine:
         rows = [(i, r, k) for i, r in enumerate(requests) for k in range(r.n)]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for _, r, _ in rows]
         params = [SamplingParams(n=1, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-                                 seed=None if r.seed is None else r.seed + k, logprobs=0, skip_special_tokens=True)
+                                 seed=None if r.seed is None else r.seed + k, logprobs=0, skip_special_tokens=True,
+                                 stop=list(r.stop) or None, include_stop_str_in_output=True)
                   for _, r, k in rows]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         result: list[list[Completion]] = [[] for _ in requests]
@@ -116,7 +117,8 @@ class VLLMEngine:
         ids = list(o.token_ids)
         lps = [float(pos[tok].logprob) for tok, pos in zip(ids, o.logprobs)]
         finish = "length" if o.finish_reason == "length" else "stop"
-        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=o.text)
+        stop = o.stop_reason if isinstance(o.stop_reason, str) else None  # a stop string (not a stop token id)
+        return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=o.text, stop_reason=stop)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         weights, seen = [], set()
