@@ -112,3 +112,17 @@ def test_load_weights_matches_transformers(engine, models):
         for c in group:  # logprobs of the sampling distribution (after temperature)
             diffs.append((_hf_logprobs(hf, p, c.token_ids, 0.7) - torch.tensor(c.logprobs)).abs())
     assert torch.cat(diffs).mean().item() <= 1e-3
+
+
+def test_stop_strings_cut_at_the_first_occurrence(engine, models):
+    # Multi-turn tool calls end on a stop string. Same seed, same draws: the stopped answer is the
+    # unstopped one cut right after the string's first occurrence (kept in the answer), and says
+    # which string stopped it.
+    engine.load_weights(load_causal_lm(models[0], "float32").state_dict().items())
+    (full,) = engine.generate([GenRequest([5, 6, 7], n=1, max_tokens=30, temperature=1.0, seed=11)])[0]
+    stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]
+    (cut,) = engine.generate([GenRequest([5, 6, 7], 1, 30, 1.0, seed=11, stop=(stop, "\x00never"))])[0]
+    end = full.text.index(stop) + len(stop)
+    assert cut.text == full.text[:end]
+    assert cut.token_ids == full.token_ids[: len(cut.token_ids)]
+    assert cut.finish_reason == "stop" and cut.stop_reason == stop and full.stop_reason is None
