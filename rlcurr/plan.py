@@ -7,7 +7,8 @@ Nothing is built, downloaded or written: the recipe is validated (`load_config`)
    then tried by a no-op Ray task (`num_cpus=0`, the actor's GPUs and bundle), which reports the node
    and the GPU ids Ray hands it (`ray.get_gpu_ids()`: the CUDA_VISIBLE_DEVICES the real actor would
    see). Then the group is removed, and a Ray started here is shut down. Without RAY_ADDRESS a local
-   Ray is started with `--gpus N` GPUs (default: what Ray detects), so a node you don't have can be
+   Ray is started with `--gpus N` GPUs (default: what Ray detects; on a machine without GPUs, a
+   recipe that sets a `resources` field gets a pretend node with the GPUs it needs), so a node you don't have can be
    planned; with RAY_ADDRESS the plan is made on that cluster (its free GPUs). A recipe that needs
    more GPUs than the cluster has is one error naming the fields and numbers, before Ray is asked.
    With no GPUs placement is a no-op (the actors run on CPU wherever Ray starts them).
@@ -422,6 +423,32 @@ def placement_arguments(cfg) -> dict:
                 gpus_per_learner_worker=res.gpus_per_learner_worker, tensor_parallel_size=r.tensor_parallel_size)
 
 
+def gpus_needed(cfg) -> int:
+    """GPUs the recipe's placement group holds (rollout bundles + learner bundles, or shared)."""
+    from rlcurr.rollout.pool import placement_bundles
+
+    return int(sum(b["GPU"] for b in placement_bundles(**placement_arguments(cfg))["bundles"]))
+
+
+def asks_for_gpus(cfg) -> bool:
+    """A recipe written for GPUs: it sets a `resources` field (GPUs per worker, colocation)."""
+    return bool(cfg.resources.model_fields_set)
+
+
+def default_gpus(cfg) -> tuple[int | None, str | None]:
+    """--gpus when none was given: on a machine without GPUs (and no RAY_ADDRESS), a recipe that
+    asks for GPUs is planned on a pretend node with the GPUs it needs; else Ray's detection."""
+    if os.environ.get("RAY_ADDRESS") or not asks_for_gpus(cfg):
+        return None, None
+    import torch
+
+    if torch.cuda.is_available():
+        return None, None
+    n = gpus_needed(cfg)
+    return n, (f"no GPU on this machine: planned on a pretend node with the {n} GPUs the recipe needs "
+               f"(--gpus N for another node, --gpus 0 for CPU)")
+
+
 def check_gpus_fit(cfg, cluster_gpus: float, node_gpus: list[float]) -> None:
     """One UserError naming the fields when the recipe's bundles cannot fit the cluster's GPUs."""
     from rlcurr.rollout.pool import placement_bundles
@@ -584,11 +611,12 @@ def cmd_plan(args) -> None:
     if args.gpus is not None and args.gpus < 0:
         raise UserError(f"--gpus must be >= 0 (got {args.gpus})")
     memory = estimate_memory(cfg, gpu_memory_gib=args.gpu_memory_gib, prompt_tokens=args.prompt_tokens)
-    if args.gpus and not os.environ.get("RAY_ADDRESS"):
-        check_gpus_fit(cfg, args.gpus, [args.gpus])  # before starting Ray: a local node of --gpus GPUs
+    gpus, pretend_note = (args.gpus, None) if args.gpus is not None else default_gpus(cfg)
+    if gpus and not os.environ.get("RAY_ADDRESS"):
+        check_gpus_fit(cfg, gpus, [gpus])  # before starting Ray: a local node of --gpus GPUs
     import ray
 
-    started = start_ray(args.gpus)
+    started = start_ray(gpus)
     try:
         placed = plan_placement(cfg)
     finally:
@@ -598,6 +626,8 @@ def cmd_plan(args) -> None:
         print(json.dumps(plan_to_json(placed, memory), indent=1))
         return
     print(f"plan for {cfg.name} ({args.recipe}): nothing started, nothing written")
+    if pretend_note:
+        print(pretend_note)
     print("\n".join(format_placement(placed)))
     print("\n".join(format_memory(memory, on_cpu=placed.on_cpu)))
 
@@ -607,7 +637,8 @@ def add_plan_parser(sub) -> None:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="e.g. rollout.num_workers=2 learner.num_workers=2")
     p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs the local Ray pretends to have (default: detected; not with RAY_ADDRESS)")
+                   help="GPUs the local Ray pretends to have (default: detected; on a machine without GPUs, "
+                        "what a recipe that sets resources.* needs; not with RAY_ADDRESS)")
     p.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU (default 80)")
     p.add_argument("--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS,
                    help=f"prompt length assumed for the memory estimate (default {DEFAULT_PROMPT_TOKENS})")

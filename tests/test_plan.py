@@ -169,3 +169,21 @@ def test_cli_plan_colocated_and_cpu_only():
     assert "everything runs on CPU" in cpu
     assert len(_actor_rows(cpu)) == 8
     assert "memory per GPU" in cpu
+
+
+def test_default_gpus_pretends_the_node_a_gpu_recipe_needs(monkeypatch):
+    # On a machine without GPUs and without --gpus: a recipe that sets resources.* is planned on a
+    # pretend node with exactly the GPUs its placement group holds (4 + 4; colocated: 2 shared);
+    # a CPU recipe (no resources.*) keeps Ray's detection (None); RAY_ADDRESS always does.
+    import torch
+
+    from rlcurr.plan import default_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    n8, note = default_gpus(load_config(ROOT / "recipes" / "dump_kk_8gpu.yaml"))
+    assert n8 == 8 and "8 GPUs the recipe needs" in note
+    assert default_gpus(load_config(ROOT / "recipes" / "dump_kk_2gpu_colocate.yaml"))[0] == 2
+    assert default_gpus(load_config(ROOT / "recipes" / "quickstart.yaml")) == (None, None)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert default_gpus(load_config(ROOT / "recipes" / "dump_kk_8gpu.yaml")) == (None, None)
