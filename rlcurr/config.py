@@ -108,6 +108,13 @@ class AlgoConfig(Section):
     # Truncated importance sampling (METHODS 7): weight each token's policy-gradient term by
     # min(pi_old / pi_rollout, tis_cap) to correct the engine/learner mismatch. None = off.
     tis_cap: float | None = Field(None, gt=0, description="cap of the engine->learner importance weight")
+    # Answers with advantage exactly 0 (GRPO's all-equal groups) add 0 to the policy-gradient term
+    # but count in its denominator: the learner leaves them out of the training forward/backward
+    # and keeps the full mini-batch denominator (same update). Applied only where nothing else needs
+    # their logprobs: off automatically when kl_coef > 0, entropy_coef != 0, PPO (per-token
+    # advantages), D3S token selection, FSDP, and for off-policy (hinted) answers. False = always forward.
+    skip_zero_advantage: bool = Field(True, description="skip the forward/backward of answers with advantage 0 "
+                                                        "when no loss term needs them (same update)")
     # PPO (name: ppo) only. lam = 1 (verl's default; OpenRLHF uses 0.95): with gamma = 1 and one
     # outcome reward, A_t = R - V(s_t), unbiased however wrong the freshly initialised critic is;
     # lam < 1 trades that bias for variance, which matters little for answers this short.

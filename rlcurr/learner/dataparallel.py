@@ -48,16 +48,22 @@ def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Ra
 
 
 def weighted_micro_batches(samples: list[TrainSample], indices: list[int], micro_batch_size: int,
-                           loss_agg: str, max_tokens: int | None = None) -> list[tuple[list[int], float]]:
+                           loss_agg: str, max_tokens: int | None = None,
+                           skip: set[int] | None = None) -> list[tuple[list[int], float]]:
     """This rank's micro-batches of the mini-batch `indices`, each with its loss weight.
 
     At most `micro_batch_size` answers and (if `max_tokens`) that many padded prompt+answer
     tokens each (`cut_by_tokens`). weight = the micro-batch's share of the whole (global)
     mini-batch's denominator: its tokens for token-mean, its answers otherwise; so the
     accumulated (and rank-summed) gradient equals the gradient of the mini-batch loss.
+    `skip`: sample indices left out of this rank's micro-batches (answers whose loss terms are
+    exactly 0, e.g. advantage 0); they still count in the denominator, so the weights of the
+    rest are unchanged and may sum to less than 1.
     """
     rank, world = dist_rank_world()
-    mine = shard(indices, rank, world)
+    mine = shard(indices, rank, world)  # the shard is cut before skipping: ranks agree on it
+    if skip:
+        mine = [i for i in mine if i not in skip]
     total_tokens = sum(policy_tokens(samples[i]) for i in indices)  # tool-output tokens are not trained on
     out = []
     lengths = [len(samples[i].prompt_ids) + len(samples[i].response_ids) for i in mine]

@@ -35,6 +35,21 @@ group advantages; after 4 the critic takes its own `epochs` x `mini_batches` ste
 `critic_warmup` steps 3-4 are skipped.
 Plain class, no Ray: `rlcurr.learner.worker.LearnerWorker` is the actor shell around it.
 
+Zero-advantage skip (algo.skip_zero_advantage, on by default): an answer whose (per-answer)
+advantage is exactly 0 adds exactly 0 to the policy-gradient term of every aggregation but counts
+in its denominator, so the training forward/backward leaves it out while the other micro-batches
+keep their shares of the FULL mini-batch denominator (`weighted_micro_batches(skip=...)`): the
+same update. A mini-batch with nothing left still takes its optimizer step, on zero gradients
+(AdamW's momentum and weight decay move the weights exactly as without the skip). Applied only
+when nothing else needs those logprobs: not with kl_coef > 0, entropy_coef != 0, PPO (per-token
+advantages), D3S token selection (token_keep_frac) or FSDP (equal forward counts per rank), and
+never to off-policy (hinted) answers (Guide-GRPO's gamma is over their ratios). With skipped
+answers, 'policy_loss' and 'loss' are still the whole mini-batch's, but 'entropy', 'clip_frac_*'
+and 'approx_kl_old' are over the trained answers only, and the logprob-parity metrics leave skipped
+answers out when the training forward provides the old logprobs (a step that trains no answer, or
+none with engine logprobs, scores one micro-batch of skipped ones without grad for 'entropy' and
+parity); 'learner/skipped_answers_frac' is the share of answers left out.
+
 Data parallel (inside a torch.distributed process group, see `rlcurr.learner.group`): every rank
 gets ALL samples and the same seed, so all ranks shuffle identically and agree on each
 mini-batch and its denominators (tokens or answers; Dr.GRPO's constant is the generation limit
@@ -183,12 +198,25 @@ class Learner:
         ppo_metrics: dict[str, float] = {}
         if self.critic is not None:  # PPO: per-token GAE advantages and returns from the critic
             samples, old_values, ppo_metrics = self.gae_samples(samples)
+        skip = self.zero_advantage_skips(samples, token_keep_frac)
+        probe_metrics = self._skip_probe(samples, skip, fresh_old if reuse else None)
         self.model.train()
         # PPO's critic warm-up: the first `critic_warmup` steps train only the critic.
         policy_epochs = 0 if self.critic is not None and step < self.algo.critic_warmup else self.algo.epochs
-        metrics = mean_of([self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac, fresh_old)
-                           for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)])
+        steps = [self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac, fresh_old, skip)
+                 for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)]
+        metrics = mean_of(steps)
+        if skip:  # trained-answer means: over the optimizer steps that trained any answer
+            for k in metrics:
+                if k not in _WHOLE_MINIBATCH_METRICS:
+                    present = [st[k] for st in steps if k in st]
+                    metrics[k] = sum(present) / len(present)
+            for k, v in probe_metrics.items():  # nothing trained at all: the probe's
+                metrics.setdefault(k, v)
         metrics["lr"] = lr
+        # Reused training forward: a skipped answer has no old logprobs ([]), so the parity metrics
+        # below cover the trained answers only (or the probe above; TIS, which needs them all,
+        # never reuses).
         old = fresh_old if reuse else old
         metrics.update(logprob_parity(samples, old))
         if self.algo.tis_cap is not None:
@@ -214,6 +242,42 @@ class Learner:
         return (a.epochs * a.mini_batches == 1 and a.tis_cap is None and self.critic is None and not self.is_lora
                 and dist_rank_world()[1] == 1 and not any(s.off_policy for s in samples))
 
+    def _skip_probe(self, samples: list[TrainSample], skip: set[int],
+                    fresh_old: list[list[float]] | None) -> dict[str, float]:
+        """Keeps the metrics of a step whose training forward sees little: when it trains no
+        answer at all, or (`fresh_old` given: old logprobs from the training forward) none with
+        engine logprobs, score up to one micro-batch of the skipped answers without grad, at the
+        pre-update weights. Their logprobs go to fresh_old (the parity metric); with nothing
+        trained, returns their token-mean entropy and clip fractions 0 (no token trained, none
+        clipped)."""
+        nothing = bool(skip) and len(skip) == len(samples)
+        no_parity = (fresh_old is not None and any(samples[i].rollout_logprobs for i in skip)
+                     and not any(s.rollout_logprobs for i, s in enumerate(samples) if i not in skip))
+        if not (nothing or no_parity):
+            return {}
+        probe = sorted(sorted(skip), key=lambda i: not samples[i].rollout_logprobs)[: self.algo.micro_batch_size]
+        lps, ents = self.logprobs([samples[i] for i in probe], entropy=True)
+        if fresh_old is not None:
+            for i, lp in zip(probe, lps):
+                fresh_old[i] = lp
+        if not nothing:
+            return {}
+        mask = [_trained(samples[i]) for i in probe]
+        ent = sum(float(torch.tensor(e)[m].sum()) for e, m in zip(ents, mask)) / max(1, sum(int(m.sum()) for m in mask))
+        return {"entropy": ent, "clip_frac_low": 0.0, "clip_frac_high": 0.0}
+
+    def zero_advantage_skips(self, samples: list[TrainSample], token_keep_frac: float | None = None) -> set[int]:
+        """Indices of the answers the training forward/backward may leave out (see the module
+        docstring): advantage exactly 0, one advantage per answer, on-policy; empty unless
+        algo.skip_zero_advantage and no loss term or constant needs their logprobs (no KL, no
+        entropy bonus, no D3S token selection, no critic) and the learner is not FSDP."""
+        a = self.algo
+        if not (getattr(a, "skip_zero_advantage", True) and a.kl_coef == 0 and a.entropy_coef == 0
+                and token_keep_frac is None and self.critic is None and not self.fsdp):
+            return set()
+        return {i for i, s in enumerate(samples)
+                if s.advantage == 0 and s.token_advantages is None and not s.off_policy}
+
     def gae_samples(self, samples: list[TrainSample]) -> tuple[list[TrainSample], list[list[float]], dict[str, float]]:
         """PPO: the critic's V_old per token, GAE from each answer's outcome reward, advantages
         whitened over the whole batch (all ranks see all samples). Returns the samples with
@@ -236,16 +300,22 @@ class Learner:
         return out, old_values, metrics
 
     def _optimizer_step(self, samples, indices, old, ref, norm_len, token_keep_frac=None,
-                        fresh_old: list[list[float]] | None = None) -> dict[str, float]:
+                        fresh_old: list[list[float]] | None = None, skip: set[int] | None = None) -> dict[str, float]:
         """One AdamW step on the mini-batch `indices`. With old None (fully on-policy), each
-        answer's training-forward logprobs are written to fresh_old[i] as its old logprobs."""
+        answer's training-forward logprobs are written to fresh_old[i] as its old logprobs.
+        `skip` (`zero_advantage_skips`): answers left out of the forward/backward, still counted in
+        the denominator; the step is taken even if nothing is left (zero gradients)."""
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
+        rank, world = dist_rank_world()
+        skipped = [i for i in shard(indices, rank, world) if i in skip] if skip else []  # this rank's
         micro_batches = weighted_micro_batches(samples, indices, self.algo.micro_batch_size, self.algo.loss_agg,
-                                               self.max_tokens)
+                                               self.max_tokens, skip=set(skipped))
         if self.fsdp:  # equal forward/backward counts on every rank
             micro_batches = fsdp.pad_micro_batches(micro_batches, indices)
+        # (with skipped answers: no D3S, and off-policy answers are never skipped, so gamma is the same)
         fixed = self.minibatch_constants(samples, indices, old, token_keep_frac, len(micro_batches))
+        trained = 0.0  # the forwarded answers' share of the mini-batch denominator
         for micro, weight in micro_batches:
             part = [samples[i] for i in micro]
             forward_logprobs: list[list[float]] = []
@@ -259,12 +329,28 @@ class Learner:
             (loss * weight).backward()
             if weight == 0:  # FSDP padding: no metrics
                 continue
+            trained += weight
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * weight
         params = [p for p in self.model.parameters() if p.requires_grad]
+        if skipped and not micro_batches:  # everything skipped: the gradient is exactly 0, still a step
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         if not self.fsdp:  # FSDP's backward already reduce-scattered the summed gradients
             sum_grads(params)
+        if skip is not None:
+            totals["learner/skipped_answers_frac"] = len(skipped) / len(indices)
+            totals["_trained_weight"] = trained
         totals = sum_across_ranks(totals)  # each rank holds its shard's weighted share
+        trained = totals.pop("_trained_weight", 1.0)
+        if totals.get("learner/skipped_answers_frac", 0.0) > 0:
+            # Skipped answers add exactly 0 to the loss sums; the other metrics become means over
+            # the trained answers (renormalised by their share), absent when none was trained.
+            totals = {k: v if k in _WHOLE_MINIBATCH_METRICS else v / trained
+                      for k, v in totals.items() if k in _WHOLE_MINIBATCH_METRICS or trained > 0}
+            totals.setdefault("policy_loss", 0.0)
+            totals.setdefault("loss", 0.0)
         totals["grad_norm"] = fsdp.as_float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         self.optimizer.step()
         return totals
@@ -458,6 +544,11 @@ class Learner:
         model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
         model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+
+
+# Metrics that stay the whole mini-batch's when zero-advantage answers are skipped (they add
+# exactly 0 to the loss); the rest become means over the trained answers.
+_WHOLE_MINIBATCH_METRICS = ("policy_loss", "loss", "learner/skipped_answers_frac")
 
 
 @dataclasses.dataclass
