@@ -21,3 +21,20 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in this process: (args) -> an object with returncode, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from rlcurr.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -32,19 +31,10 @@ def _subprocess(*args):
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run the CLI in this process: (args) -> an object with returncode, stdout, stderr."""
-    from rlcurr.cli import main
-
+def cli(cli, monkeypatch):
+    """conftest's in-process CLI, run from the repository root."""
     monkeypatch.chdir(ROOT)
-
-    def run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return run
+    return cli
 
 
 def _recipe(tmp_path, env=None, rewards=None) -> Path:

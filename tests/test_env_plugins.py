@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -112,20 +111,6 @@ def test_readme_example_trains_through_the_cli(ray_session, example, tmp_path, m
 
 
 # ---------------------------------------------------------------- errors, through the CLI
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the CLI in this process: (args) -> an object with returncode, stdout, stderr."""
-    from rlcurr.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return run
 
 
 def _recipe(tmp_path: Path, env_name: str) -> Path:
