@@ -579,9 +579,7 @@ class MiniBatchConstants:
 def _trained(sample: TrainSample, keep: list[float] | None = None) -> torch.Tensor:
     """Bool mask over a sample's answer tokens that the loss trains: not tool output (multi-turn),
     and kept by D3S when `keep` is given."""
-    mask = torch.ones(len(sample.response_ids), dtype=torch.bool)
-    if sample.tool_mask is not None:
-        mask &= ~torch.tensor(sample.tool_mask, dtype=torch.bool)
+    mask = policy_mask([sample], len(sample.response_ids))[0].bool()
     if keep is not None:
         mask &= torch.tensor(keep) > 0
     return mask
