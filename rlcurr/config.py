@@ -20,6 +20,11 @@ from rlcurr.curriculum.config import CurriculumConfig
 from rlcurr.errors import UserError
 
 
+# The behaviour-policy importance-weight cap of asynchronous runs when the recipe sets none
+# (TIS's usual value; AReaL's decoupled PPO caps the same ratio).
+DEFAULT_STALE_TIS_CAP = 2.0
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -203,6 +208,9 @@ class TrainerConfig(Section):
     overwrite: bool = False
     save_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
+    # Bounded staleness (issue 13): while the learner trains step t the rollout workers generate
+    # the batch of step t + k, with the weights of step t; 0 = the synchronous loop.
+    max_staleness: int = Field(0, ge=0, description="k: steps the rollouts may run ahead of the learner (0 = sync)")
 
 
 class EvalConfig(Section):
@@ -413,6 +421,22 @@ class Config(Section):
                                      f"default rollout.max_tokens)")
             specs.append(spec if params == spec.params else spec.model_copy(update={"params": params}))
         object.__setattr__(self, "rewards", specs)  # frozen model: filled in once, while validating
+        return self
+
+    @model_validator(mode="after")
+    def _staleness(self) -> "Config":
+        """Async (trainer.max_staleness >= 1) trains on answers up to k policy versions old: the
+        learner's decoupled objective needs algo.tis_cap (default 2.0 here, filled in once while
+        validating, so config.yaml shows it). Colocated rollout and learner take turns on the same
+        GPUs, so nothing could overlap."""
+        if self.trainer.max_staleness == 0:
+            return self
+        if self.resources.colocate:
+            raise ValueError(f"trainer.max_staleness: {self.trainer.max_staleness} needs rollout and learner on "
+                             f"separate devices, but resources.colocate: true makes them take turns; set one of "
+                             f"them off")
+        if self.algo.tis_cap is None:
+            object.__setattr__(self, "algo", self.algo.model_copy(update={"tis_cap": DEFAULT_STALE_TIS_CAP}))
         return self
 
     @model_validator(mode="after")

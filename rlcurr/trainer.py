@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import os
 import shutil
@@ -68,6 +70,9 @@ class Trainer:
             prompts_per_step=cfg.trainer.prompts_per_step, n=cfg.rollout.n, temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
         self.run_dir = cfg.run_dir
+        self.ahead: collections.deque[CollectedBatch] = collections.deque()  # collected, not yet trained on
+        self.plan_snapshots: dict[int, dict] = {}  # async: controller state before plan(s), for checkpoints
+        self.version = 0  # the rollout engines' weights: those after this many trainer steps
 
     # ------------------------------------------------------------------ set-up
 
@@ -95,17 +100,21 @@ class Trainer:
                                    gpus_per_learner_worker=res.gpus_per_learner_worker,
                                    tensor_parallel_size=r.tensor_parallel_size)
 
+        rollout_threads, learner_threads = cpu_threads(c, ray.cluster_resources().get("GPU", 0) > 0)
+
         def rollout_worker(i: int):  # also called by the pool to replace a worker that died
             return RolloutWorker.options(**self.placement.rollout[i]).remote(
-                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i,
+                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=rollout_threads,
                 gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
                 sleep_mode=res.colocate)
 
         self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
-            seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens)
+            seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens,
+            cpu_threads=learner_threads)
         self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
                                         colocate=res.colocate, log=self.log)
+        self.version = first
         if first > 0:
             self._restore(first - 1)
         if first > 0 or c.model.lora is not None:  # rollouts start from the learner's (merged) weights
@@ -139,9 +148,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, t: int) -> None:
+        """Checkpoint after step t. Asynchronous: the batches already collected for steps > t are
+        not saved (a resume collects them again) and the curriculum is saved as it was before
+        step t + 1 was planned, i.e. having observed exactly the batches the learner trained on."""
+        curriculum = self.plan_snapshots.get(t + 1) or self.controller.state_dict()
+
         def write(tmp: Path) -> None:
             self.learner.save_checkpoint(str(tmp))
-            save_state(tmp / STATE_FILE, {"step": t, "curriculum": self.controller.state_dict(), "rng": rng_state(),
+            save_state(tmp / STATE_FILE, {"step": t, "curriculum": curriculum, "rng": rng_state(),
                                           "rollout_rng": self.rollout_pool.get_rng_state()})
 
         save_checkpoint(self.run_dir, t, write, self.cfg.trainer.keep_checkpoints)
@@ -186,35 +200,63 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def step(self, t: int) -> dict:
+        """One trainer step. Synchronous (max_staleness 0): collect batch t, then learn on it.
+        Asynchronous (k >= 1): batch t was collected k steps ago; the learner's update on it is
+        submitted first and batch t + k is collected while it runs, with the weights of step t."""
         timer = M.PhaseTimer()
-        # 1 plan, 2 rollout, 3 score (+ advantages), 4 guide, 5 filter: one round, or DAPO refill rounds
-        groups, generated, round_stats = self.collect(t, timer)
-        self.controller.observe(t, generated)  # 6 observe, once per step: every on-policy group of every
-        #   round, before guide/filter replaced or dropped any, so that all-failed and zero-variance
-        #   groups (|A| = 0) still count for the sampler
-        metrics = {"step": t, **M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats,
-                   **self.reward_failure_metrics()}
-        groups, token_keep_frac, d3s_stats = self.downsample(t, groups)      # 7 D3S: fewer answers/tokens
-        samples = to_train_samples(groups)  # empty only if reward failures dropped every group
+        k, steps = self.cfg.trainer.max_staleness, self.cfg.trainer.steps
+        if not self.ahead:  # sync: every step; async: the first step, and the first after a resume
+            for s in range(t, min(t + max(k, 1), steps)):
+                self.ahead.append(self.collect_batch(s, t, timer))     # 1-6
+        batch = self.ahead.popleft()
+        if batch.step != t or t - batch.policy_version > k:
+            raise RuntimeError(f"internal: step {t} got batch {batch.step} of policy version {batch.policy_version}")
+        for s in [s for s in self.plan_snapshots if s <= t]:
+            del self.plan_snapshots[s]
+        groups, token_keep_frac, d3s_stats = self.downsample(t, batch.groups)  # 7 D3S: fewer answers/tokens
+        samples = to_train_samples(groups, batch.policy_version)  # empty only if reward failures dropped every group
+        self.rollout_pool.sleep()  # colocated mode only: vLLM frees the GPU for the learner
+        update = self.learner.submit_train_step(samples, t, token_keep_frac=token_keep_frac) if samples else None
+        if k and t + k < steps:
+            self.ahead.append(self.collect_batch(t + k, t, timer))     # 1-6 for step t + k, during 8
         with timer("learn"):                                                 # 8 learn
-            self.rollout_pool.sleep()  # colocated mode only: vLLM frees the GPU for the learner
-            learn = self.learner.train_step(samples, t, token_keep_frac=token_keep_frac) if samples else {}
+            learn = self.learner.result(update) if update else {}
         with timer("sync"):
             self.rollout_pool.wake_up()
             if samples:
                 self.sync()                                                  # 9 sync
-        metrics.update({**d3s_stats, **learn, **timer.as_metrics(), "rollout/restarts": self.rollout_pool.restarts})
+        self.version = t + 1
+        metrics = {"step": t, **batch.metrics, **d3s_stats, **learn, "rollout/restarts": self.rollout_pool.restarts,
+                   "async/lag": t - batch.policy_version}
+        metrics.update(timer.as_metrics())  # time/step leaves evaluation out
         metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
+        metrics["time/outside_gen_learn_frac"] = outside_share(metrics, asynchronous=k > 0)
         if self.should_eval(t):
             eval_metrics = self.evaluate()
             metrics.update(eval_metrics)
             self.observe_eval(t, eval_metrics)
-        row = self.controller.record(t)
+        row = {**batch.row, "policy_version": batch.policy_version, "lag": t - batch.policy_version,
+               "alerts": self.controller.current_alerts(batch.row)}
         if row["d3s"] is not None:
             row["d3s"].update(answers_kept_frac=d3s_stats["d3s/answers_kept_frac"],
                               tokens_kept_frac=learn.get("d3s/tokens_kept_frac"))
         self.logger.record(t, metrics, row)                                  # 10 record
         return metrics
+
+    def collect_batch(self, s: int, now: int, timer: M.PhaseTimer) -> "CollectedBatch":
+        """Steps 1-6 for trainer step `s`, run during step `now` (s - now <= max_staleness) with
+        the rollout engines' current weights; the curriculum observes the groups as step s's and
+        its curriculum.jsonl line is taken now (the probabilities after observing them)."""
+        if self.cfg.trainer.max_staleness:  # the controller before plan(s): a checkpoint of step s-1 resumes from it
+            self.plan_snapshots[s] = copy.deepcopy(self.controller.state_dict())
+        # 1 plan, 2 rollout, 3 score (+ advantages), 4 guide, 5 filter: one round, or DAPO refill rounds
+        groups, generated, round_stats = self.collect(s, timer)
+        self.controller.observe(s, generated)  # 6 observe, once per step: every on-policy group of every
+        #   round, before guide/filter replaced or dropped any, so that all-failed and zero-variance
+        #   groups (|A| = 0) still count for the sampler
+        metrics = {**M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats,
+                   **self.reward_failure_metrics()}
+        return CollectedBatch(s, groups, metrics, self.controller.record(s), self.version, now)
 
     def collect(self, t: int, timer: M.PhaseTimer) -> tuple[list[ScoredGroup], list[ScoredGroup], dict]:
         """Steps 1-5 in generation rounds; returns (the batch, every on-policy group generated, stats).
@@ -453,10 +495,11 @@ class Trainer:
         self.controller.observe_filter(kept, dropped)
         return kept, len(dropped)
 
-    def sync(self) -> None:
-        # Rank 0's weights as an ObjectRef, never fetched here: each rollout worker resolves it
-        # from the learner actor's object store (no copy through the driver).
-        self.rollout_pool.load_weights(self.learner.weights_ref())
+    def sync(self, wait: bool = False) -> None:
+        """Rank 0's weights as an ObjectRef, never fetched here: each rollout worker resolves it
+        from the learner actor's object store (no copy through the driver). Not waited for: each
+        engine loads them before its next request (the pool's next call raises a failed load)."""
+        self.rollout_pool.load_weights(self.learner.weights_ref(), wait=wait)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -520,6 +563,20 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
+    """(torch threads per rollout worker, threads the learner ranks share); None = all cores.
+    A synchronous step runs generation and the update one after the other, so each takes every
+    core. An asynchronous one on CPU runs them at once: two pools of threads on the same cores
+    spin against each other (measured on 2 cores, quickstart: 1.6 s/step against 0.55 s sync),
+    so the cores are split, half to the learner, half to the rollout workers. With GPUs the
+    threads only feed the devices; nothing is split."""
+    if gpus or cfg.trainer.max_staleness == 0:
+        return None, None
+    cores = os.cpu_count() or 1
+    learner = max(1, cores // 2)
+    return max(1, (cores - learner) // cfg.rollout.num_workers), learner
+
+
 def check_tool_support(cfg: Config, env) -> None:
     """Settings a multi-turn tool environment cannot train with, refused before anything starts."""
     if not env.tool_stop:
@@ -539,8 +596,32 @@ def has_signal(group: ScoredGroup) -> bool:
     return group.num_failed == 0 or group.n >= 2
 
 
-def to_train_samples(groups: list[ScoredGroup]) -> list[TrainSample]:
+def to_train_samples(groups: list[ScoredGroup], policy_version: int | None = None) -> list[TrainSample]:
     return [TrainSample(prompt_ids=g.prompt_ids, response_ids=c.token_ids, advantage=a,
                         rollout_logprobs=c.logprobs, behaviour_prompt_ids=g.behaviour_prompt_ids,
-                        off_policy=g.off_policy, reward=r, tool_mask=c.tool_mask)
+                        off_policy=g.off_policy, reward=r, tool_mask=c.tool_mask, policy_version=policy_version)
             for g in groups for c, a, r in zip(g.completions, g.advantages, g.rewards)]
+
+
+@dataclasses.dataclass
+class CollectedBatch:
+    """Steps 1-6 of trainer step `step`, done during step `collected_during` (= step when
+    synchronous, up to max_staleness earlier when not), waiting for the learner."""
+
+    step: int
+    groups: list[ScoredGroup]
+    metrics: dict  # rollout, generation-round and reward-failure metrics of its collection
+    row: dict  # its curriculum.jsonl line (controller.record(step) right after observe)
+    policy_version: int  # the weights that generated it: those after `policy_version` trainer steps
+    collected_during: int
+
+
+def outside_share(metrics: dict, asynchronous: bool) -> float:
+    """Share of the step's wall time (evaluation aside) in which neither generation nor the
+    learner was busy: the trainer's own overhead (planning, rewards, Ray transfers, weight
+    sync). Synchronous, the phases follow each other; asynchronous, the update and the next
+    batch's generation start together, so the longer of the two is the busy time."""
+    generation = metrics.get("time/rollout", 0.0)
+    learner = metrics.get("time/learner", 0.0)
+    busy = max(generation, learner) if asynchronous else generation + learner
+    return max(0.0, metrics["time/step"] - busy) / metrics["time/step"]

@@ -141,3 +141,6 @@ class TrainSample:
     reward: float = 0.0  # the answer's total reward (PPO's GAE places it on the last token)
     token_advantages: list[float] | None = None  # PPO only: per-token whitened GAE advantages (set by the learner)
     tool_mask: list[bool] | None = None  # True at tool-output tokens: not trained on (see Completion)
+    # The weights version that generated it (= trainer steps the learner had taken when its engine
+    # last loaded weights); trained at step t it is t - policy_version versions old (async runs).
+    policy_version: int | None = None

@@ -11,14 +11,15 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = 60
 
 
-@pytest.fixture(scope="module")
-def run(ray_session, tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 1], ids=["sync", "async1"])
+def run(ray_session, tmp_path_factory, request):
+    """The quickstart, synchronous and with trainer.max_staleness=1 (issue 13)."""
     from rlcurr.trainer import Trainer
 
     out = tmp_path_factory.mktemp("e2e") / "run"
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
         f"trainer.output_dir={out}", f"trainer.steps={STEPS}", "trainer.save_every=20", "eval.every=30",
-        "logging.progress=false"])
+        "logging.progress=false", f"trainer.max_staleness={request.param}"])
     trainer = Trainer(cfg, log=lambda *_: None)
     first = trainer.start()
     before = trainer.learner.parameter_checksum()

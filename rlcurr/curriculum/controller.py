@@ -38,6 +38,11 @@ as before and then skips candidate prompts with a zero-variance streak (GRESO, M
 in dynamic-sampling refill plans; record() adds "prompts" (per-distribution summary), "greso"
 (p_easy, p_hard, prompts skipped this step) and "alerts" (starving / forgetting distributions).
 
+Asynchronous trainer (trainer.max_staleness = k): plan/observe/record(s) run during trainer step
+s - k, as soon as step s's groups are scored; the trainer logs the line when step s trains, with
+the alerts recomputed (`current_alerts`) and the lag (s minus the policy version that generated
+the groups). Checkpoints hold the state from before plan(t + 1), see Trainer.save.
+
 Step indices are the trainer's (0 at the first step, budgets and D3S progress use
 t / (total_steps - 1)). plan(t) for a new t starts that step's statistics; record(t) reports
 the probabilities after observe(t), i.e. those that will shape step t + 1, and `planned`, the
@@ -265,6 +270,11 @@ class CurriculumController:
             "greso": None if self.greso is None else self.greso.report(),
             "alerts": self.alerts.active({d: v["prob"] for d, v in dists.items()}),
         }
+
+    def current_alerts(self, row: dict[str, Any]) -> list:
+        """`row`'s alerts (a `record` line, possibly taken a few steps ago in an asynchronous run)
+        recomputed with every evaluation observed since: its probabilities, today's evals."""
+        return self.alerts.active({d: v["prob"] for d, v in row["distributions"].items()})
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

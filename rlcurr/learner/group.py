@@ -32,12 +32,13 @@ from rlcurr.types import TrainSample
 class LearnerGroup:
     def __init__(self, model_path: str, learner_cfg, algo_cfg, total_steps: int, *, dtype: str = "float32",
                  lora_cfg=None, seed: int = 0, actor_options: list[dict] | None = None, temperature: float = 1.0,
-                 response_limit: int | None = None):
+                 response_limit: int | None = None, cpu_threads: int | None = None):
         """`temperature` (the rollout's sampling temperature) and `response_limit` (the generation
-        limit, Dr.GRPO's normaliser) go to every rank's `Learner`."""
+        limit, Dr.GRPO's normaliser) go to every rank's `Learner`. `cpu_threads`: the cores the
+        ranks share (default all of the node's)."""
         n = learner_cfg.num_workers
         self.collective = getattr(learner_cfg, "strategy", "ddp") == "fsdp"  # gathers need every rank
-        threads = max(1, (os.cpu_count() or 1) // n)  # share the node's cores between the ranks
+        threads = max(1, (cpu_threads or os.cpu_count() or 1) // n)  # share the cores between the ranks
         # Same seed everywhere: identical LoRA init and identical mini-batch shuffles on every rank.
         self.workers = [
             LearnerWorker.options(**(actor_options[rank] if actor_options else {})).remote(
@@ -50,8 +51,17 @@ class LearnerGroup:
 
     def train_step(self, samples: list[TrainSample], step: int, **kwargs) -> dict[str, float]:
         """Every rank gets the whole batch (it shards the work itself); metrics agree, rank 0's returned."""
+        return self.result(self.submit_train_step(samples, step, **kwargs))
+
+    def submit_train_step(self, samples: list[TrainSample], step: int, **kwargs) -> list[ray.ObjectRef]:
+        """`train_step` without waiting: the ranks start now, `result(refs)` collects rank 0's
+        metrics. The asynchronous trainer generates the next batches meanwhile."""
         ref = ray.put(samples)
-        return ray.get([w.train_step.remote(ref, step, **kwargs) for w in self.workers])[0]
+        return [w.train_step.remote(ref, step, **kwargs) for w in self.workers]
+
+    @staticmethod
+    def result(refs: list[ray.ObjectRef]) -> dict[str, float]:
+        return ray.get(refs)[0]
 
     def _rank0(self, method: str, *args):
         """Rank 0's answer; under FSDP every rank joins (the call is a collective)."""

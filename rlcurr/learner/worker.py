@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import ray
 import torch
@@ -33,7 +34,11 @@ class LearnerWorker:
         self.learner.join_group()
 
     def train_step(self, samples: list[TrainSample], step: int, **kwargs) -> dict[str, float]:
-        return self.learner.train_step(samples, step, **kwargs)
+        """The update's metrics, plus the seconds this actor spent on it ('time/learner': the
+        learner's busy time, which an asynchronous step overlaps with generation)."""
+        t0 = time.perf_counter()
+        metrics = self.learner.train_step(samples, step, **kwargs)
+        return {**metrics, "time/learner": time.perf_counter() - t0}
 
     def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         return self.learner.logprobs(samples)

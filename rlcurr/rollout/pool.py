@@ -58,6 +58,7 @@ class RolloutPool:
         self.restarts = 0  # over the pool's life, logged as rollout/restarts
         self.engine_seconds = 0.0  # wall time of the last generate, as the slowest worker's engine saw it
         self.asleep = False
+        self.loading: dict[int, ray.ObjectRef] = {}  # weight loads submitted without waiting (worker -> call)
 
     def generate(self, requests: list[GenRequest]) -> list[list[Completion]]:
         shares = split_even(requests, len(self.workers))
@@ -66,11 +67,23 @@ class RolloutPool:
         self.engine_seconds = max((seconds for _, seconds in parts), default=0.0)
         return [out for outs, _ in parts for out in outs]
 
-    def load_weights(self, named_tensors) -> None:
-        """One object-store copy of the weights, loaded by every worker."""
+    def load_weights(self, named_tensors, wait: bool = True) -> None:
+        """One object-store copy of the weights, loaded by every worker. `wait=False` returns at
+        once: each worker loads them before its next call (a Ray actor runs one caller's calls in
+        order), so the next `generate` is the first to wait for them, and a load that failed is
+        raised there."""
         self.weights = named_tensors if isinstance(named_tensors, ray.ObjectRef) else ray.put(named_tensors)
+        self._take_loading()  # a load still pending is superseded (it runs first anyway)
+        submit = lambda i: self.workers[i].load_weights.remote(self.weights)  # noqa: E731
+        if not wait:
+            self.loading = {i: submit(i) for i in range(len(self.workers))}
+            return
         # a replacement started during this call already loaded self.weights; loading twice is harmless
-        self._call(range(len(self.workers)), lambda i: self.workers[i].load_weights.remote(self.weights))
+        self._call(range(len(self.workers)), submit)
+
+    def _take_loading(self) -> dict[int, ray.ObjectRef]:
+        loading, self.loading = self.loading, {}
+        return loading
 
     def sleep(self) -> None:
         if self.colocate and not self.asleep:
@@ -101,8 +114,16 @@ class RolloutPool:
 
     def _call(self, indices, submit: Callable[[int], ray.ObjectRef]) -> list:
         """Run `submit(i)` on the given workers at once; results in index order. A worker that
-        died is replaced and its call resubmitted, up to `max_restarts` times per call."""
+        died is replaced and its call resubmitted, up to `max_restarts` times per call. Weight
+        loads submitted without waiting ran before this call on each worker; an error in one is
+        raised here (a dead worker is found by the call itself; its replacement loads the weights)."""
+        pending = self._take_loading()
         futures = {i: submit(i) for i in indices}
+        for ref in pending.values():
+            try:
+                ray.get(ref)
+            except RayActorError:
+                pass
         results, restarts = {}, 0
         for i in futures:
             while i not in results:
