@@ -171,3 +171,28 @@ def test_async_run_lags_and_records(ray_session, tmp_path, k):
     assert all(sum(d["planned"] for d in c["distributions"].values()) == 4 for c in lines)
 
 # 'parameters changed and reward rose' with max_staleness 1: tests/test_e2e.py runs the quickstart both ways.
+
+
+FEATURES = {  # every curriculum feature that acts on a batch, in async mode (quickstart's 50-step warm-up)
+    "dapo_d3s_ead_guidance": ["curriculum.dynamic_sampling={max_rounds: 8}", "curriculum.d3s={}",
+                              "curriculum.ead={warm_tokens: 1, d0: 0.2, alpha: 0.02, tau_max: 1.2, tau_min: 0.1}",
+                              "curriculum.guidance={}"],
+    "speed": ["curriculum.speed={}", "rollout.n=8"],
+}
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_curriculum_features_run_async(ray_session, tmp_path, name):
+    """DAPO refill rounds, guided re-rolls, SPEED screening and EAD temperatures all happen while
+    the batch is collected (k steps ahead, with that step's weights); D3S down-samples when the
+    batch trains. Each runs in async mode and records what it did at its own step."""
+    metrics, lines = _train(tmp_path / "run", "trainer.max_staleness=1", "env.distributions=[add1]",
+                            "model.warmup.steps=50", "rollout.max_tokens=6", "trainer.steps=4", *FEATURES[name])
+    rows = [m for m in metrics if m["step"] >= 0]
+    assert [m["async/lag"] for m in rows] == [0, 1, 1, 1]
+    if name == "speed":
+        assert all(m["speed/rounds"] >= 1 and m["speed/screened"] >= 4 for m in rows)
+    else:
+        assert all(c["filter"]["rounds"] >= 1 and c["hints"] is not None and c["d3s"]["answers_kept_frac"] > 0
+                   for c in lines)
+        assert all(m["filter/rounds"] >= 1 and "d3s/tokens_kept_frac" in m for m in rows)
