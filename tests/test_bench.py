@@ -134,3 +134,39 @@ def test_goal_verdict_needs_the_whole_interval_on_one_side():
     assert SB.verdict(0.6, (0.51, 0.7), 0.5) == "missed"
     assert SB.verdict(0.45, (0.3, 0.6), 0.5).startswith("undecided")
     assert SB.verdict(None, (float("nan"), float("nan")), 0.5).startswith("undecided")
+
+
+def test_speed_trl_learner_flops_formula():
+    from bench import speed_trl as S
+
+    # 4 answers of 6 prompt + 10 answer tokens (S = 16), half of them skipped: 32 trained tokens,
+    # each 6 N + 12 L d S.
+    f = S.learner_flops(n_params=1000, layers=2, hidden=8, answers=4, answer_tokens=40, prompt_len=6.0,
+                        skipped_frac=0.5)
+    assert f == 32 * (6 * 1000 + 12 * 2 * 8 * 16)
+
+
+def test_speed_trl_quick_runs_both_workloads_side_by_side(ray_session, tmp_path, monkeypatch):
+    from bench import speed_trl as S
+
+    monkeypatch.setattr(C, "RUNS", tmp_path)  # run directories out of the repo
+    # TRL and the asynchronous rlcurr only (its run goes through the synchronous machinery too):
+    # every rlcurr run starts its own Ray actors, and the test must stay well under a minute and a half.
+    out = S.main(["--quick", "--systems", "trl,rlcurr-hf-async"])
+    assert set(out["workloads"]) == {"mixed", "raw"}
+    assert all(p["flops"] > 0 for p in out["peak"].values())
+    for name, w in out["workloads"].items():
+        assert set(w["systems"]) == {"trl", "rlcurr-hf-async"}
+        for system in ("rlcurr-hf-async",):
+            assert w["ratios"][f"{system}/trl s_per_step"] > 0 and w["ratios"][f"{system}/trl s_per_1k_tokens"] > 0
+            r = w["systems"][system]
+            assert r["learner_s"] > 0 and 0 <= r["outside_gen_learn_frac"] <= 1
+            # mixed: a quick warm-up leaves most groups all-wrong, the skip may leave nothing to train
+            assert r["learner_flops"]["achieved_flops"] > 0 if name == "raw" else r["learner_flops"]["achieved_flops"] >= 0
+        for r in w["systems"].values():
+            assert 0 <= r["reward_mean"] <= 1 and 0 <= r["zero_var_frac"] <= 1
+        assert set(w["goals"]) == {f"{s}/trl s_per_step" for s in S.GOALS[name] if s in w["systems"]}
+    raw = out["workloads"]["raw"]["systems"]["rlcurr-hf-async"]
+    assert raw["skipped_answers_frac"] == 0          # raw: the skip is off
+    assert raw["overrides"] == ["algo.skip_zero_advantage=false", "trainer.max_staleness=1"]
+    assert out["workloads"]["mixed"]["systems"]["rlcurr-hf-async"]["overrides"] == ["trainer.max_staleness=1"]
