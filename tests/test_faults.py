@@ -78,6 +78,26 @@ def test_killed_worker_is_replaced_with_the_synced_weights(ray_session, models):
         pool.shutdown()
 
 
+def test_weights_loaded_without_waiting_serve_the_next_generate(ray_session, models):
+    """`load_weights(wait=False)` returns at once; each worker loads before its next call, so the
+    next generate already answers with the new weights, and a load that fails is raised there
+    (not lost)."""
+    a, b = models
+    pool = _pool(a)
+    try:
+        want = [ids for share in split_even(REQUESTS, 2) for ids in _greedy(HFEngine(str(b), seed=0).generate(share))]
+        pool.load_weights(load_causal_lm(b).state_dict().items(), wait=False)
+        assert len(pool.loading) == 2  # submitted, not waited for
+        assert _same(_greedy(pool.generate(REQUESTS)), want)
+        assert pool.loading == {}
+        pool.load_weights([("model.embed_tokens.weight", load_causal_lm(b).state_dict()["model.embed_tokens.weight"])],
+                          wait=False)  # most weights missing: the engine refuses them
+        with pytest.raises(Exception, match="weights missing"):
+            pool.generate(REQUESTS)
+    finally:
+        pool.shutdown()
+
+
 STEPS, KILL_AT = 5, 2
 
 
