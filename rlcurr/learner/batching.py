@@ -74,7 +74,11 @@ def token_logprobs(logits_BTV: torch.Tensor, responses: list[list[int]], pad_id:
 # the answer positions, and logprobs as logit[target] - logsumexp(logits) in chunks of tokens
 # (TRL's selective_log_softmax, Liger's chunked head). With gradients on, each chunk is
 # recomputed in the backward pass (activation checkpointing), so fp32 [tokens, V] logits exist
-# one chunk at a time, never whole. Left out: a fused Triton kernel, packing without padding.
+# one chunk at a time, never whole. Answers are packed: sequences share rows no longer than the
+# longest one (first-fit decreasing), each attending only to itself (position ids restart at 0;
+# transformers builds the block-diagonal causal mask), so short answers next to a long one cost
+# their own tokens, not the long one's. Left out: a fused Triton kernel, varlen flash attention
+# (the packed rows' mask is dense: attention costs what the padded row would).
 
 LOGIT_CHUNK_ELEMENTS = 2**23  # fp32 logits per chunk: 32 MiB (~55 answer tokens at V = 152k)
 
@@ -93,19 +97,65 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
     then costs one position); the body's output is captured by a forward hook.
     """
     device = next(model.parameters()).device
-    ids_BL, mask_BL = right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    packed = pack_rows([len(s) for s in seqs], max(len(s) for s in seqs))
+    # packed-sequence masks come from transformers' own model code; a checkpoint's remote code may not have them
+    if len(packed) < len(seqs) and type(unwrap(model)).__module__.startswith("transformers."):  # several answers share a row: fewer (padded) tokens through the body
+        ids_RL, position_RL, starts = packed_inputs(seqs, packed, pad_id)
+        inputs = {"position_ids": position_RL.to(device)}  # no attention mask: sequences from positions
+    else:
+        ids_RL, mask_RL = right_pad(seqs, pad_id)
+        starts = [(b, 0) for b in range(len(seqs))]
+        inputs = {"attention_mask": mask_RL.to(device)}
     captured: list[torch.Tensor] = []
     body = unwrap(model).get_decoder()
     hook = body.register_forward_hook(lambda _m, _in, out: captured.append(out.last_hidden_state))
     try:
-        model(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device), use_cache=False, logits_to_keep=1)
+        model(input_ids=ids_RL.to(device), use_cache=False, logits_to_keep=1, **inputs)
     finally:
         hook.remove()
-    hidden_BLH = captured[0]
-    rows = torch.cat([torch.full((len(r),), b, dtype=torch.long) for b, r in enumerate(responses)])
-    # the position whose output predicts response[t] is len(prompt) - 1 + t
-    cols = torch.cat([torch.arange(len(r)) + len(p) - 1 for p, r in zip(prompts, responses)])
-    return hidden_BLH[rows.to(device), cols.to(device)]
+    hidden_RLH = captured[0]
+    rows = torch.cat([torch.full((len(r),), starts[b][0], dtype=torch.long) for b, r in enumerate(responses)])
+    # the position whose output predicts response[t] is len(prompt) - 1 + t into its sequence
+    cols = torch.cat([torch.arange(len(r)) + starts[b][1] + len(p) - 1
+                      for b, (p, r) in enumerate(zip(prompts, responses))])
+    return hidden_RLH[rows.to(device), cols.to(device)]
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: sequence indices grouped into rows of at most `capacity` tokens."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if r is None:
+            rows.append([])
+            room.append(capacity)
+            r = len(rows) - 1
+        rows[r].append(i)
+        room[r] -= lengths[i]
+    return rows
+
+
+def packed_inputs(seqs: list[list[int]], rows: list[list[int]], pad_id: int):
+    """Token ids [R, L] with the sequences of each row back to back, their position ids (each
+    sequence counts from 0, so the model's mask keeps every sequence to itself: transformers'
+    packed-sequence attention when no attention mask is given), and (row, offset) per sequence.
+    A row's unused tail is one more dummy sequence (positions from 0), never read."""
+    L = max(sum(len(seqs[i]) for i in row) for row in rows)
+    ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    position_RL = torch.zeros((len(rows), L), dtype=torch.long)
+    starts: list[tuple[int, int]] = [(0, 0)] * len(seqs)
+    for r, row in enumerate(rows):
+        offset = 0
+        for i in row:
+            n = len(seqs[i])
+            ids_RL[r, offset : offset + n] = torch.tensor(seqs[i], dtype=torch.long)
+            position_RL[r, offset : offset + n] = torch.arange(n)
+            starts[i] = (r, offset)
+            offset += n
+        position_RL[r, offset:] = torch.arange(L - offset)
+    return ids_RL, position_RL, starts
 
 
 def _chunk_scores(h_CH: torch.Tensor, head: torch.nn.Module, targets_C: torch.Tensor,
