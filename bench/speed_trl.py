@@ -2,14 +2,19 @@
 
 Two workloads, run one after the other in one invocation and reported side by side:
 
-- `mixed` (the realistic case): a tiny Qwen2 of tens of millions of parameters, SFT-warmed on the
-  arithmetic task (`--mixed-distributions`, `--sft-steps`, `--sft-lr`; the quickstart recipe's
-  warm-up machinery, cached under $RLCURR_CACHE/warm) until its answers at temperature 1 are right
-  part of the time: most groups have mixed rewards, some are all-right or all-wrong. Its answers
-  are short (the model stops with EOS). rlcurr runs with its defaults, so the forward/backward of
-  answers with advantage 0 (the zero-variance groups) is skipped.
-- `raw` (the machinery alone): the same shape, random init, no warm-up: every answer runs to
-  max_tokens and is wrong, every reward is 0. rlcurr runs with `algo.skip_zero_advantage=false`
+- `mixed` (the realistic case): a tiny Qwen2 of tens of millions of parameters (27M by default),
+  SFT-warmed on the arithmetic task until its answers at temperature 1 are right part of the time:
+  most groups have mixed rewards, some are all-right or all-wrong. Default: 1-digit additions
+  (add1), 60 SFT steps of 64 examples at peak lr 6e-4 (`--mixed-distributions`, `--sft-steps`,
+  `--sft-lr`; the quickstart recipe's warm-up machinery, cached under $RLCURR_CACHE/warm, about
+  1 minute on 2 cores the first time). Measured on that model, 50 prompts x 8 answers at
+  temperature 1: reward mean 0.36, zero-variance groups 10 %. Its answers are short (the model
+  stops with EOS). rlcurr runs with its defaults, so the forward/backward of answers with
+  advantage 0 (the zero-variance groups) is skipped. The bench prints each system's measured
+  reward mean and zero-variance share of the timed steps, and a note if a reward mean leaves
+  0.2-0.8.
+- `raw` (the machinery alone): the same shape, random init, no warm-up, 2-digit additions (add2):
+  (almost) every answer runs to max_tokens and is wrong, every reward is 0. rlcurr runs with `algo.skip_zero_advantage=false`
   (with the skip it would train on nothing), so both trainers do the same work.
 
 Same for every system within a workload: model directory, prompt pool (envs/arith, seed 0),
@@ -98,9 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--steps", type=int, default=3, help="timed steps")
-    p.add_argument("--mixed-distributions", default="add2", help="mixed workload: arith distributions (comma list)")
+    p.add_argument("--mixed-distributions", default="add1", help="mixed workload: arith distributions (comma list)")
     p.add_argument("--sft-steps", type=int, default=60, help="mixed workload: SFT warm-up steps (batch 64)")
-    p.add_argument("--sft-lr", type=float, default=1e-3, help="mixed workload: SFT warm-up peak learning rate")
+    p.add_argument("--sft-lr", type=float, default=6e-4, help="mixed workload: SFT warm-up peak learning rate")
     p.add_argument("--peak-size", type=int, default=2048, help="torch.mm peak: square matrix size")
     p.add_argument("--peak-reps", type=int, default=3, help="torch.mm peak: timed products (best taken)")
     p.add_argument("--seed", type=int, default=0)
@@ -341,7 +346,7 @@ def add_flops(r: dict, n_params: int, args, prompt_len: float, peaks: dict) -> N
                           "prompt_tokens_mean": prompt_len}
 
 
-def report_workload(workload: str, results: dict, n_params: int) -> dict:
+def report_workload(workload: str, results: dict, quick: bool = False) -> dict:
     print(f"\n== workload {workload}: seconds per step (mean over timed steps), per 1k generated answer tokens")
     C.print_table(["system", "s/step", "answer tok/step", "s/1k tok", "reward", "zero-var", "skipped", "steps (s)"],
                   [[r["system"], f"{r['s_per_step']:.2f}", f"{r['tokens_per_step']:.0f}", f"{r['s_per_1k_tokens']:.2f}",
@@ -360,9 +365,9 @@ def report_workload(workload: str, results: dict, n_params: int) -> dict:
             f = r["learner_flops"]
             print(f"{r['system']} learner achieved {f['achieved_flops'] / 1e9:.1f} GFLOP/s = "
                   f"{100 * f['fraction_of_peak']:.1f} % of the measured torch.mm peak {f['peak_flops'] / 1e9:.1f} GFLOP/s "
-                  f"({f['peak_threads']} threads; {f['flops_per_step'] / 1e9:.1f} GFLOP/step"
+                  f"({f['peak_threads']} thread(s); {f['flops_per_step'] / 1e9:.1f} GFLOP/step"
                   + (f", x {1 - r['skipped_answers_frac']:.2f} not skipped" if r["skipped_answers_frac"] else "") + ")")
-    if workload == "mixed":
+    if workload == "mixed" and not quick:
         off = [r["system"] for r in results.values() if not MIXED_BAND[0] <= r["reward_mean"] <= MIXED_BAND[1]]
         if off:
             print(f"note: reward mean of {', '.join(off)} outside {MIXED_BAND}, not the intended mixed workload; "
@@ -421,7 +426,7 @@ def main(argv=None) -> dict:
             print(f"  {system}: {r['s_per_step']:.2f} s/step, reward mean {r['reward_mean']:.3f}, zero-variance "
                   f"groups {r['zero_var_frac']:.2f} ({time.perf_counter() - t0:.0f} s in all)", flush=True)
         out["workloads"][workload] = {"model": str(model_dir), "distributions": dists, "params": n_params,
-                                      "systems": results, **report_workload(workload, results, n_params)}
+                                      "systems": results, **report_workload(workload, results, args.quick)}
     if len(workloads) > 1:
         print("\n== side by side: s/step ratio to TRL")
         keys = sorted({k for w in out["workloads"].values() for k in w["ratios"] if k.endswith("s_per_step")})
