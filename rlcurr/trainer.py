@@ -114,6 +114,8 @@ class Trainer:
             cpu_threads=learner_threads)
         self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
                                         colocate=res.colocate, log=self.log)
+        # Every engine on the learner's node: weights go through one shared-memory file, not Ray's store
+        self.shared_sync = self.rollout_pool.node_ids() == {self.learner.node_id()}
         self.version = first
         if first > 0:
             self._restore(first - 1)
@@ -144,6 +146,7 @@ class Trainer:
         finally:
             stop.restore()
             self.logger.close()
+            self.learner.close_shared_weights()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -497,9 +500,12 @@ class Trainer:
 
     def sync(self, wait: bool = False) -> None:
         """Rank 0's weights as an ObjectRef, never fetched here: each rollout worker resolves it
-        from the learner actor's object store (no copy through the driver). Not waited for: each
-        engine loads them before its next request (the pool's next call raises a failed load)."""
-        self.rollout_pool.load_weights(self.learner.weights_ref(), wait=wait)
+        from the learner actor's object store (no copy through the driver); on one node the ref
+        holds only the layout of a shared-memory file rank 0 wrote them to. Not waited for: each
+        engine loads them before its next request (the pool's next call raises a failed load).
+        The file is rewritten only by the next sync, which first waits for every engine's load."""
+        self.rollout_pool.settle()
+        self.rollout_pool.load_weights(self.learner.weights_ref(shared=self.shared_sync), wait=wait)
 
     # ------------------------------------------------------------------ evaluation
 

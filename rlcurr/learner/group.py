@@ -71,13 +71,24 @@ class LearnerGroup:
     def named_weights(self):
         return self._rank0("named_weights")
 
-    def weights_ref(self) -> "ray.ObjectRef":
+    def weights_ref(self, shared: bool = False) -> "ray.ObjectRef":
         """Rank 0's named weights as an object reference, not fetched: rollout workers resolve it
-        straight from the learner actor's object store, with no copy through the driver."""
+        straight from the learner actor's object store, with no copy through the driver. With
+        `shared` (every engine on rank 0's node), the reference holds only the layout of the
+        shared-memory file rank 0 wrote them to (rlcurr.rollout.shared_weights)."""
         workers = self.workers if self.collective else self.workers[:1]
-        refs = [w.named_weights.remote() for w in workers]
+        refs = [(w.shared_weights if shared else w.named_weights).remote() for w in workers]
         ray.wait(refs, num_returns=len(refs))  # FSDP: every rank has finished the collective
         return refs[0]
+
+    def close_shared_weights(self) -> None:
+        """Remove the shared-memory weights file (end of a run; a killed run's file is removed
+        by the next run on the node)."""
+        ray.get([w.close_shared_weights.remote() for w in self.workers])
+
+    def node_id(self) -> str:
+        """The node rank 0 runs on."""
+        return ray.get(self.workers[0].node_id.remote())
 
     def save_checkpoint(self, path: str) -> None:
         self._rank0("save_checkpoint", path)  # DDP: ranks hold identical state; FSDP: rank 0 writes

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ import ray
 import torch
 
 from rlcurr.learner.learner import Learner
+from rlcurr.rollout.shared_weights import SharedWeightsWriter
 from rlcurr.types import TrainSample
 
 
@@ -19,6 +21,8 @@ class LearnerWorker:
     def __init__(self, *args, threads: int | None = None, **kwargs):
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.learner = Learner(*args, **kwargs)
+        self.writer = SharedWeightsWriter()
+        atexit.register(self.writer.close)
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a port free right now (rank 0 hosts the process group's store)."""
@@ -45,6 +49,25 @@ class LearnerWorker:
 
     def named_weights(self):
         return self.learner.named_weights()
+
+    def shared_weights(self):
+        """The weights for engines on this node: written to the shared-memory file, returning its
+        layout (rlcurr.rollout.shared_weights); the named tensors themselves when /dev/shm cannot
+        hold them. FSDP: collective, ranks other than 0 return None."""
+        named = self.learner.named_weights()
+        if not named:
+            return None
+        try:
+            return self.writer.write(named)
+        except (OSError, RuntimeError):  # no /dev/shm, or full: the object store carries them
+            self.writer.close()
+            return named
+
+    def close_shared_weights(self) -> None:
+        self.writer.close()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def save_checkpoint(self, path: str) -> None:
         self.learner.save_checkpoint(path)

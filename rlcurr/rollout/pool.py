@@ -81,9 +81,25 @@ class RolloutPool:
         # a replacement started during this call already loaded self.weights; loading twice is harmless
         self._call(range(len(self.workers)), submit)
 
+    def settle(self) -> None:
+        """Wait for weight loads submitted without waiting (a failed one is raised here)."""
+        self._wait(self._take_loading())
+
+    @staticmethod
+    def _wait(loads: dict[int, ray.ObjectRef]) -> None:
+        for ref in loads.values():
+            try:
+                ray.get(ref)
+            except RayActorError:  # a dead worker: found and replaced by the next call to it
+                pass
+
     def _take_loading(self) -> dict[int, ray.ObjectRef]:
         loading, self.loading = self.loading, {}
         return loading
+
+    def node_ids(self) -> set[str]:
+        """The Ray nodes the workers run on."""
+        return set(self._call(range(len(self.workers)), lambda i: self.workers[i].node_id.remote()))
 
     def sleep(self) -> None:
         if self.colocate and not self.asleep:
@@ -119,11 +135,7 @@ class RolloutPool:
         raised here (a dead worker is found by the call itself; its replacement loads the weights)."""
         pending = self._take_loading()
         futures = {i: submit(i) for i in indices}
-        for ref in pending.values():
-            try:
-                ray.get(ref)
-            except RayActorError:
-                pass
+        self._wait(pending)
         results, restarts = {}, 0
         for i in futures:
             while i not in results:

@@ -8,6 +8,7 @@ import time
 import ray
 import torch
 
+from rlcurr.rollout.shared_weights import SharedLayout, SharedWeightsReader
 from rlcurr.types import Completion, GenRequest
 
 
@@ -30,6 +31,7 @@ class RolloutWorker:
     def __init__(self, kind: str, model_path: str, *, dtype: str, seed: int, threads: int | None = None, **engine_kw):
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.engine = make_engine(kind, model_path, dtype=dtype, seed=seed, **engine_kw)
+        self.shared = SharedWeightsReader()
 
     def generate(self, requests: list[GenRequest]) -> tuple[list[list[Completion]], float]:
         """The completions, and the seconds the engine took (the rest of a call is Ray's)."""
@@ -38,7 +40,13 @@ class RolloutWorker:
         return out, time.perf_counter() - t0
 
     def load_weights(self, named_tensors) -> None:
+        """Named tensors, or the layout of the learner's shared-memory file (same node)."""
+        if isinstance(named_tensors, SharedLayout):
+            named_tensors = self.shared.read(named_tensors)
         self.engine.load_weights(named_tensors)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def sleep(self) -> None:
         self.engine.sleep()
