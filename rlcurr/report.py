@@ -280,7 +280,9 @@ def summary_json(run: RunData) -> dict[str, Any]:
                   "min": min(vals) if vals else None, "max": max(vals) if vals else None}
     times = [_num(r.get("time/step")) for r in run.metrics if r["step"] >= 0]
     times = [t for t in times if t is not None]
+    lags = [r["lag"] for r in run.curriculum if isinstance(r.get("lag"), (int, float))]
     return {
+        "policy_lag": {"mean": sum(lags) / len(lags), "max": max(lags)} if lags and max(lags) > 0 else None,
         "run_dir": str(run.run_dir),
         "config": config_brief(run),
         "status": run.status_key,
@@ -393,6 +395,9 @@ def print_summary(run: RunData, console=None) -> None:
                       f"{g['skipped_total']} prompts skipped")
     if s["alerts"]:
         console.print(_alerts_table(s["alerts"]))
+    if s.get("policy_lag") is not None:  # asynchronous run (trainer.max_staleness)
+        console.print(f"policy lag (steps between generating and training a batch): mean "
+                      f"{s['policy_lag']['mean']:.2f}, max {s['policy_lag']['max']}")
     if s["time_per_step_mean"] is not None:
         console.print(f"mean time/step {s['time_per_step_mean']:.2f}s")
 

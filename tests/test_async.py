@@ -169,6 +169,10 @@ def test_async_run_lags_and_records(ray_session, tmp_path, k):
     assert [m["async/policy_lag_max"] for m in rows] == [min(s, k) for s in range(6)]
     assert all("tis/weight_mean" in m and 0 <= m["time/outside_gen_learn_frac"] <= 1 for m in rows)
     assert all(sum(d["planned"] for d in c["distributions"].values()) == 4 for c in lines)
+    from rlcurr.report import load_run, summary_json
+
+    lag = summary_json(load_run(tmp_path / "run"))["policy_lag"]  # what `rlcurr inspect` prints
+    assert lag == {"mean": sum(min(s, k) for s in range(6)) / 6, "max": k}
 
 # 'parameters changed and reward rose' with max_staleness 1: tests/test_e2e.py runs the quickstart both ways.
 

@@ -63,12 +63,11 @@ def test_resume_completes_with_contiguous_unique_steps(killed_and_resumed):
     assert _steps(run / "curriculum.jsonl") == list(range(STEPS))
 
 
-def test_restored_curriculum_equals_saved(killed_and_resumed):
-    run, _, ckpt_state, _ = killed_and_resumed
+def _restored_controller(run, ckpt_state):
+    """(the run's config, a CurriculumController built from it and loaded with the checkpoint's state)."""
     from rlcurr.curriculum.controller import CurriculumController
     from rlcurr.config import load_config
 
-    # The controller rebuilt from the checkpoint must reproduce the saved state exactly.
     cfg = load_config(run / "config.yaml")
     env = cfg.env.build(cfg.seed)
     ctrl = CurriculumController(cfg.curriculum, {d: env.train_prompts(d) for d in env.distributions()},
@@ -76,6 +75,13 @@ def test_restored_curriculum_equals_saved(killed_and_resumed):
                                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                                 max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
     ctrl.load_state_dict(ckpt_state["curriculum"])
+    return cfg, ctrl
+
+
+def test_restored_curriculum_equals_saved(killed_and_resumed):
+    run, _, ckpt_state, _ = killed_and_resumed
+    # The controller rebuilt from the checkpoint must reproduce the saved state exactly.
+    _, ctrl = _restored_controller(run, ckpt_state)
     assert json.loads(json.dumps(ctrl.state_dict())) == ckpt_state["curriculum"]
     # per-prompt statistics and GRESO's adapted p were checkpointed (and are restored above)
     assert ckpt_state["curriculum"]["prompt_memory"]["rec"] and ckpt_state["curriculum"]["greso"]["p"]
@@ -91,16 +97,7 @@ def test_checkpoint_curriculum_observed_exactly_the_trained_steps(killed_and_res
     also when the run had collected (and observed) steps t+1, t+2 ahead: rebuilt from it, the
     controller reports step t's curriculum.jsonl line (distributions, planned counts)."""
     run, _, ckpt_state, _ = killed_and_resumed
-    from rlcurr.curriculum.controller import CurriculumController
-    from rlcurr.config import load_config
-
-    cfg = load_config(run / "config.yaml")
-    env = cfg.env.build(cfg.seed)
-    ctrl = CurriculumController(cfg.curriculum, {d: env.train_prompts(d) for d in env.distributions()},
-                                prompts_per_step=cfg.trainer.prompts_per_step, n=cfg.rollout.n,
-                                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
-    ctrl.load_state_dict(ckpt_state["curriculum"])
+    cfg, ctrl = _restored_controller(run, ckpt_state)
     t = ckpt_state["step"]
     assert ckpt_state["curriculum"]["observed_step"] == t
     line = json.loads((run / "curriculum.jsonl").read_text().splitlines()[t])
