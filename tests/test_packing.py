@@ -16,6 +16,18 @@ def test_pack_rows_first_fit_decreasing():
     assert B.pack_rows([3, 3], 3) == [[0], [1]]  # nothing shares: the padded path is used
 
 
+def test_best_packing_never_costs_more_than_padding():
+    # 64 answers of 5 tokens: padded 64 x 5 = 320; rows of 256 would cost 2 x 256 = 512; even
+    # rows (ceil(320 / 256) = 2 rows of 160) cost 2 x 160 = 320, not less: padding is kept
+    assert B.best_packing([5] * 64) is None
+    # one long answer (40) and 30 short (6): padded 31 x 40 = 1240; 40 + 30 x 6 = 220 tokens fit
+    # one row of 256: cost 220
+    rows = B.best_packing([40] + [6] * 30)
+    assert len(rows) == 1 and sorted(rows[0]) == list(range(31))
+    # lengths 9, 8, 7, 7, 6 (a warmed model's short answers): rows of 256 -> one row of 37 < 5 x 9
+    assert len(B.best_packing([9, 8, 7, 7, 6])) == 1
+
+
 def test_packed_inputs_positions_restart_per_sequence():
     ids, pos, starts = B.packed_inputs([[1, 2, 3], [4], [5, 6]], [[0, 1], [2]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3, 4], [5, 6, 0, 0]]

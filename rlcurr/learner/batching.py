@@ -74,13 +74,17 @@ def token_logprobs(logits_BTV: torch.Tensor, responses: list[list[int]], pad_id:
 # the answer positions, and logprobs as logit[target] - logsumexp(logits) in chunks of tokens
 # (TRL's selective_log_softmax, Liger's chunked head). With gradients on, each chunk is
 # recomputed in the backward pass (activation checkpointing), so fp32 [tokens, V] logits exist
-# one chunk at a time, never whole. Answers are packed: sequences share rows no longer than the
-# longest one (first-fit decreasing), each attending only to itself (position ids restart at 0;
+# one chunk at a time, never whole. Answers are packed: sequences share rows of up to about
+# PACK_ROW_TOKENS (or the longest sequence; first-fit decreasing), each attending only to itself (position ids restart at 0;
 # transformers builds the block-diagonal causal mask), so short answers next to a long one cost
 # their own tokens, not the long one's. Left out: a fused Triton kernel, varlen flash attention
-# (the packed rows' mask is dense: attention costs what the padded row would).
+# (the packed rows' mask is dense).
 
 LOGIT_CHUNK_ELEMENTS = 2**23  # fp32 logits per chunk: 32 MiB (~55 answer tokens at V = 152k)
+# Rows are filled up to this many tokens (or the longest sequence, if longer). The packed mask is
+# dense, so attention costs 4 x row length x hidden per token: at 256 tokens and hidden 512 that is
+# ~4 % of a layer's matmuls, while short answers stop paying for the longest one's padding.
+PACK_ROW_TOKENS = 256
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -98,9 +102,9 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
     """
     device = next(model.parameters()).device
     seqs = [p + r for p, r in zip(prompts, responses)]
-    packed = pack_rows([len(s) for s in seqs], max(len(s) for s in seqs))
+    packed = best_packing([len(s) for s in seqs])
     # packed-sequence masks come from transformers' own model code; a checkpoint's remote code may not have them
-    if len(packed) < len(seqs) and type(unwrap(model)).__module__.startswith("transformers."):  # several answers share a row: fewer (padded) tokens through the body
+    if packed is not None and type(unwrap(model)).__module__.startswith("transformers."):  # several answers share a row: fewer (padded) tokens through the body
         ids_RL, position_RL, starts = packed_inputs(seqs, packed, pad_id)
         inputs = {"position_ids": position_RL.to(device)}  # no attention mask: sequences from positions
     else:
@@ -120,6 +124,21 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
     cols = torch.cat([torch.arange(len(r)) + starts[b][1] + len(p) - 1
                       for b, (p, r) in enumerate(zip(prompts, responses))])
     return hidden_RLH[rows.to(device), cols.to(device)]
+
+
+def best_packing(lengths: list[int]) -> list[list[int]] | None:
+    """The rows (`pack_rows`) that put the fewest tokens through the model, rows x longest row,
+    over three capacities: the longest sequence, PACK_ROW_TOKENS, and the total split evenly over
+    ceil(total / PACK_ROW_TOKENS) rows; None when none beats padding (answers x longest)."""
+    longest, total = max(lengths), sum(lengths)
+    even = -(-total // -(-total // PACK_ROW_TOKENS))
+    best, best_cost = None, len(lengths) * longest
+    for capacity in sorted({longest, max(longest, PACK_ROW_TOKENS), max(longest, even)}):
+        rows = pack_rows(lengths, capacity)
+        cost = len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+        if cost < best_cost:
+            best, best_cost = rows, cost
+    return best
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
