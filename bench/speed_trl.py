@@ -109,9 +109,13 @@ def parse_args(argv=None):
     p.add_argument("--peak-size", type=int, default=2048, help="torch.mm peak: square matrix size")
     p.add_argument("--peak-reps", type=int, default=3, help="torch.mm peak: timed products (best taken)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="every system runs once per round (order reversed every other round); ratios per round, "
+                        "mean and 95 %% interval over rounds")
     p.add_argument("--quick", action="store_true", help="smoke run: small model, 1 timed step, tiny warm-up")
     args = p.parse_args(argv)
     if args.quick:
+        args.rounds = 1
         args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate = 128, 2, 2, 2, 256
         args.prompts, args.n, args.max_tokens, args.steps = 4, 4, 8, 1
         args.sft_steps, args.sft_lr, args.peak_size, args.peak_reps = 10, 3e-3, 512, 2
@@ -346,6 +350,23 @@ def add_flops(r: dict, n_params: int, args, prompt_len: float, peaks: dict) -> N
                           "prompt_tokens_mean": prompt_len}
 
 
+def over_rounds(workload: str, rounds: list[dict]) -> dict:
+    """Each ratio per round, its mean and 95 % bootstrap interval over rounds, the goals judged on
+    the mean; the last round's full results stay under "systems"."""
+    keys = list(rounds[0]["ratios"])
+    ratios = {k: C.with_ci([r["ratios"][k] for r in rounds]) for k in keys}
+    goals = {k: {"goal_at_most": g, "value": ratios[f"{k}"]["mean"], "met": ratios[k]["mean"] <= g}
+             for k, g in ((f"{name}/trl s_per_step", goal) for name, goal in GOALS[workload].items()) if k in ratios}
+    print(f"\n== {workload}: ratios over {len(rounds)} round(s), mean [95 % CI] (per round)")
+    for k, v in ratios.items():
+        g = goals.get(k)
+        print(f"  {k} = {v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] "
+              f"({', '.join(f'{x:.2f}' for x in v['per_seed'])})"
+              + (f"   goal <= {g['goal_at_most']}: {'met' if g['met'] else 'NOT met'}" if g else ""))
+    return {"systems": rounds[-1]["systems"], "rounds": rounds,
+            "ratios": {k: v["mean"] for k, v in ratios.items()}, "ratios_ci": ratios, "goals": goals}
+
+
 def report_workload(workload: str, results: dict, quick: bool = False) -> dict:
     print(f"\n== workload {workload}: seconds per step (mean over timed steps), per 1k generated answer tokens")
     C.print_table(["system", "s/step", "answer tok/step", "s/1k tok", "reward", "zero-var", "skipped", "steps (s)"],
@@ -413,20 +434,23 @@ def main(argv=None) -> dict:
         print(f"model: {n_params / 1e6:.1f}M parameters (hidden {args.hidden}, {args.layers} layers), "
               f"{args.prompts} prompts x {args.n} answers, max_tokens {args.max_tokens}, prompts {prompt_len:.1f} "
               f"tokens, {args.warmup} warm-up + {args.steps} timed steps, CPU ({cores} cores)", flush=True)
-        results = {}
-        for system in systems:
-            print(f"running {system} ...", flush=True)
-            t0 = time.perf_counter()
-            if system == "trl":
-                results[system] = run_trl(args, workload, model_dir, dists)
-            else:
-                results[system] = run_rlcurr(args, system, workload, model_dir, dists)
-                add_flops(results[system], n_params, args, prompt_len, peaks)
-            r = results[system]
-            print(f"  {system}: {r['s_per_step']:.2f} s/step, reward mean {r['reward_mean']:.3f}, zero-variance "
-                  f"groups {r['zero_var_frac']:.2f} ({time.perf_counter() - t0:.0f} s in all)", flush=True)
+        rounds = []
+        for k in range(args.rounds):  # the machine's speed drifts over minutes: ratios within a round
+            results = {}
+            for system in (systems if k % 2 == 0 else systems[::-1]):
+                print(f"round {k + 1}/{args.rounds}: running {system} ...", flush=True)
+                t0 = time.perf_counter()
+                if system == "trl":
+                    results[system] = run_trl(args, workload, model_dir, dists)
+                else:
+                    results[system] = run_rlcurr(args, system, workload, model_dir, dists)
+                    add_flops(results[system], n_params, args, prompt_len, peaks)
+                r = results[system]
+                print(f"  {system}: {r['s_per_step']:.2f} s/step, reward mean {r['reward_mean']:.3f}, zero-variance "
+                      f"groups {r['zero_var_frac']:.2f} ({time.perf_counter() - t0:.0f} s in all)", flush=True)
+            rounds.append({"systems": {s: results[s] for s in systems}, **report_workload(workload, results, args.quick)})
         out["workloads"][workload] = {"model": str(model_dir), "distributions": dists, "params": n_params,
-                                      "systems": results, **report_workload(workload, results, args.quick)}
+                                      **over_rounds(workload, rounds)}
     if len(workloads) > 1:
         print("\n== side by side: s/step ratio to TRL")
         keys = sorted({k for w in out["workloads"].values() for k in w["ratios"] if k.endswith("s_per_step")})

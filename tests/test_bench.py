@@ -166,6 +166,8 @@ def test_speed_trl_quick_runs_both_workloads_side_by_side(ray_session, tmp_path,
         for r in w["systems"].values():
             assert 0 <= r["reward_mean"] <= 1 and 0 <= r["zero_var_frac"] <= 1
         assert set(w["goals"]) == {f"{s}/trl s_per_step" for s in S.GOALS[name] if s in w["systems"]}
+        ci = w["ratios_ci"]["rlcurr-hf-async/trl s_per_step"]  # one round under --quick
+        assert ci["per_seed"] == [w["ratios"]["rlcurr-hf-async/trl s_per_step"]] and len(w["rounds"]) == 1
     raw = out["workloads"]["raw"]["systems"]["rlcurr-hf-async"]
     assert raw["skipped_answers_frac"] == 0          # raw: the skip is off
     assert raw["overrides"] == ["algo.skip_zero_advantage=false", "trainer.max_staleness=1"]
