@@ -44,7 +44,11 @@ def test_two_ranks_take_the_single_learner_step(ray_session, model_dir, agg, tis
         if tis_cap is not None:
             assert 0 < m1["tis/clipped_frac"] < 1
         after = dict(group.named_weights())
-        diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()}
+        # k_proj.bias is left out: softmax over keys ignores a shift shared by every key (q.(k+b) =
+        # q.k + q.b for all keys), so its gradient is 0 up to float noise, which Adam's g/(|g|+eps)
+        # scales up to lr-sized steps that differ with any change of summation order (packing rows).
+        diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()
+                 if not n.endswith("k_proj.bias")}
         assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
         assert any(not torch.equal(after[n], before[n]) for n in after)
         a, b = group.parameter_checksums()
