@@ -65,7 +65,7 @@ def test_each_position_samples_at_its_own_temperature(model_dir):
 def test_mixed_rows_zero_temperature_is_greedy():
     logits_BV = torch.tensor([[0.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
-    draws = [sample_next(logits_BV, torch.tensor([0.0, 1.0]), 1.0, gen) for _ in range(50)]
+    draws = [sample_next(logits_BV, torch.tensor([0.0, 1.0]), 1.0, torch.rand(2, generator=gen)) for _ in range(50)]
     assert all(int(tok[0]) == 1 for tok, _ in draws)  # row 0 greedy: always the argmax
     assert float(draws[0][1][0]) == pytest.approx(float(torch.log_softmax(logits_BV[0], -1)[1]))
     assert len({int(tok[1]) for tok, _ in draws}) == 3  # row 1 uniform over 3 tokens

@@ -1,8 +1,23 @@
 """A transformers generation engine: batched sampling with a KV cache, written out plainly.
 
 Why not `model.generate`: we need the exact sampling logprobs (after temperature/top-p), a
-per-request max_tokens, per-request seeds and stop strings, and this loop is short. Prompts are left-padded;
-all requests in a call decode in one batch until every row hit EOS or its own max_tokens.
+per-request max_tokens, per-request seeds and stop strings, and this loop is short.
+
+The variant here (one batch of B rows; a request with n answers is n rows):
+- Shared prefill: each distinct prompt is prefilled once (left-padded to the longest); the KV
+  cache, attention mask, positions and last logits are then expanded to the B rows by index.
+  Rows with equal prompt_ids share, whether they are copies of one request or different requests.
+- Live-row decode: after a step in which rows finished (EOS, their own max_tokens, a stop
+  string), those rows are dropped from the cache and every row-indexed tensor; outputs are mapped
+  back to the original row numbers.
+- Inverse-CDF sampling from one uniform per original row per step: each decode step draws
+  `torch.rand(B)` from the engine's generator for all B rows, live or not, and a row's token is
+  the first index where the cumulative sum (vocab order) of its temperature/top-p distribution
+  exceeds its uniform. So a row's answer does not depend on which other rows are still live or
+  whether prompts were shared. A call in which every row is greedy at every step draws nothing.
+Left out: a padding-free (ragged) prefill, a static cache / torch.compile, prompt sharing across
+`max_batch` chunks, and per-request top-p (the first request's top_p holds for the batch).
+Answers are not the same draws as the earlier torch.multinomial engine's for the same seed.
 
 EOS, as vLLM: an answer stops on any id of the model's generation_config.json `eos_token_id` (an
 int or a list, e.g. Llama 3's end-of-turn and end-of-text) or the tokenizer's eos_token_id.
@@ -20,15 +35,18 @@ from rlcurr.types import Completion, GenRequest
 
 
 def sample_next(logits_BV: torch.Tensor, temperature: float | torch.Tensor, top_p: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                u_B: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row; return (tokens_B, logprobs_B) under the sampling distribution.
 
     `temperature` is one number or one per row (temp_B, for EAD's per-position schedule). A row
     at temperature 0 is greedy, and its logprob is that of the untempered distribution.
+    `u_B` holds one uniform [0, 1) per row (may be None when every row is greedy): the token is the
+    first index whose cumulative probability (vocab order) exceeds u, i.e. whose CDF interval
+    [cdf - p, cdf) contains u.
     """
     temp_B = torch.as_tensor(temperature, dtype=torch.float32, device=logits_BV.device).expand(logits_BV.shape[0])
     greedy_B = temp_B == 0
-    if greedy_B.all():  # no draw: the generator's state stays as it was
+    if greedy_B.all():
         untempered_BV = torch.log_softmax(logits_BV.float(), dim=-1)
         tokens_B = untempered_BV.argmax(dim=-1)
         return tokens_B, untempered_BV.gather(1, tokens_B[:, None])[:, 0]
@@ -39,7 +57,7 @@ def sample_next(logits_BV: torch.Tensor, temperature: float | torch.Tensor, top_
         drop_sorted = cum - sorted_lp.exp() > top_p  # keep the smallest prefix with mass >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         logprobs_BV = torch.log_softmax(logprobs_BV.masked_fill(drop, float("-inf")), dim=-1)
-    tokens_B = torch.multinomial(logprobs_BV.exp(), 1, generator=generator)[:, 0]
+    tokens_B = inverse_cdf(logprobs_BV.exp(), u_B)
     logprobs_B = logprobs_BV.gather(1, tokens_B[:, None])[:, 0]
     if greedy_B.any():
         untempered_BV = torch.log_softmax(logits_BV.float(), dim=-1)
@@ -47,6 +65,18 @@ def sample_next(logits_BV: torch.Tensor, temperature: float | torch.Tensor, top_
         tokens_B = torch.where(greedy_B, argmax_B, tokens_B)
         logprobs_B = torch.where(greedy_B, untempered_BV.gather(1, argmax_B[:, None])[:, 0], logprobs_B)
     return tokens_B, logprobs_B
+
+
+def inverse_cdf(probs_BV: torch.Tensor, u_B: torch.Tensor) -> torch.Tensor:
+    """The first index per row where cumsum(probs) > u. A zero-probability token never is: its
+    cdf equals its predecessor's. Float64 so the cdf of a large vocab stays close to 1."""
+    cdf_BV = probs_BV.double().cumsum(dim=-1)
+    tokens_B = torch.searchsorted(cdf_BV, u_B.double().to(cdf_BV.device)[:, None], right=True)[:, 0]
+    # Round-off can leave cdf[-1] <= u: take the last token with probability > 0, not V-1 (which
+    # top-p may have removed).
+    V = probs_BV.shape[1]
+    last_B = V - 1 - (probs_BV > 0).flip(-1).int().argmax(dim=-1)
+    return torch.minimum(tokens_B, last_B)
 
 
 def temperature_table(reqs: list[GenRequest], steps: int) -> torch.Tensor:
@@ -112,42 +142,62 @@ class HFEngine:
         # are per row and decode step (EAD).
         top_p = reqs[0].top_p
         B = len(reqs)
-        P = max(len(r.prompt_ids) for r in reqs)
-        input_ids_BP = torch.full((B, P), self.pad_id, dtype=torch.long)
-        mask_BP = torch.zeros((B, P), dtype=torch.long)
-        for b, r in enumerate(reqs):
-            input_ids_BP[b, P - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask_BP[b, P - len(r.prompt_ids):] = 1
         max_new_B = torch.tensor([r.max_tokens for r in reqs])
         temp_BT = temperature_table(reqs, int(max_new_B.max()))
+        sampling = bool((temp_BT > 0).any())  # an all-greedy call leaves the generator as it was
         if reqs[0].seed is not None:
             self.generator.manual_seed(reqs[0].seed)
 
-        tokens, logprobs = [], []
-        eos_B = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
+        eos_E = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
+        past, mask_LP, next_pos_L, logits_LV = self._prefill_shared(reqs)
+        row_L = torch.arange(B)  # the original row of each live row
         done_B = torch.zeros(B, dtype=torch.bool)
-        position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
-        past, next_pos_B = out.past_key_values, position_BP[:, -1] + 1
-        logits_BV = out.logits[:, -1]
+        tokens, logprobs = [], []  # per step, over all B rows (pad / 0 for rows already finished)
         stopped: dict[int, tuple[int, str]] = {}  # row -> (answer length, the stop string it ends with)
         for t in range(int(max_new_B.max())):
-            tok_B, lp_B = sample_next(logits_BV, temp_BT[:, t], top_p, self.generator)
-            tok_B = torch.where(done_B, torch.full_like(tok_B, self.pad_id), tok_B)
-            tokens.append(tok_B)
-            logprobs.append(lp_B)
-            live_B = ~done_B & ~torch.isin(tok_B, eos_B)
-            done_B |= torch.isin(tok_B, eos_B) | (t + 1 >= max_new_B)
+            # Uniforms for all B rows, live or not: a row's draw never depends on the other rows.
+            u_B = torch.rand(B, generator=self.generator) if sampling else None
+            tok_L, lp_L = sample_next(logits_LV, temp_BT[row_L, t], top_p, None if u_B is None else u_B[row_L])
+            tokens.append(torch.full((B,), self.pad_id, dtype=torch.long).index_copy(0, row_L, tok_L))
+            logprobs.append(torch.zeros(B).index_copy(0, row_L, lp_L))
+            eos_L = torch.isin(tok_L, eos_E)
+            done_B[row_L] = eos_L | (t + 1 >= max_new_B[row_L])
+            live_B = torch.zeros(B, dtype=torch.bool).index_fill(0, row_L[~eos_L], True)
             for b, stop in self._stop_strings(reqs, tokens, live_B):
                 stopped[b] = (t + 1, stop)
                 done_B[b] = True
-            if done_B.all():
+            keep_L = ~done_B[row_L]
+            if not keep_L.any():
                 break
-            mask_BP = torch.cat([mask_BP, torch.ones(B, 1, dtype=torch.long)], dim=1)
-            out = self.model(input_ids=tok_B[:, None], attention_mask=mask_BP, position_ids=next_pos_B[:, None],
+            if not keep_L.all():  # select only when a row finished: each select copies the cache
+                keep_K = keep_L.nonzero()[:, 0]
+                past.batch_select_indices(keep_K)
+                row_L, mask_LP, next_pos_L, tok_L = row_L[keep_K], mask_LP[keep_K], next_pos_L[keep_K], tok_L[keep_K]
+            mask_LP = torch.cat([mask_LP, torch.ones(len(row_L), 1, dtype=torch.long)], dim=1)
+            out = self.model(input_ids=tok_L[:, None], attention_mask=mask_LP, position_ids=next_pos_L[:, None],
                              past_key_values=past, use_cache=True)
-            past, next_pos_B, logits_BV = out.past_key_values, next_pos_B + 1, out.logits[:, -1]
+            past, next_pos_L, logits_LV = out.past_key_values, next_pos_L + 1, out.logits[:, -1]
         return [self._completion(b, tokens, logprobs, *stopped.get(b, (int(max_new_B[b]), None))) for b in range(B)]
+
+    def _prefill_shared(self, reqs: list[GenRequest]):
+        """Prefill each distinct prompt once (left-padded); return the KV cache, mask_BP, the next
+        position_B and the last logits_BV, expanded to the B rows."""
+        slot: dict[tuple[int, ...], int] = {}
+        prompt_of_B = torch.tensor([slot.setdefault(tuple(r.prompt_ids), len(slot)) for r in reqs])
+        prompts = list(slot)  # in slot order
+        U, P = len(prompts), max(map(len, prompts))
+        input_ids_UP = torch.full((U, P), self.pad_id, dtype=torch.long)
+        mask_UP = torch.zeros((U, P), dtype=torch.long)
+        for u, ids in enumerate(prompts):
+            input_ids_UP[u, P - len(ids):] = torch.tensor(ids)
+            mask_UP[u, P - len(ids):] = 1
+        position_UP = (mask_UP.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids_UP, attention_mask=mask_UP, position_ids=position_UP, use_cache=True,
+                         logits_to_keep=1)
+        past = out.past_key_values
+        if U < len(reqs):  # else prompt_of_B is 0..B-1; repeated indices copy a prompt's cache rows
+            past.batch_select_indices(prompt_of_B)
+        return past, mask_UP[prompt_of_B], position_UP[prompt_of_B, -1] + 1, out.logits[prompt_of_B, -1]
 
     def _stop_strings(self, reqs: list[GenRequest], tokens: list[torch.Tensor], live_B: torch.Tensor):
         """(row, stop string) for each live row whose text now ends with one of its request's stop
