@@ -44,17 +44,22 @@ def test_two_ranks_take_the_single_learner_step(ray_session, model_dir, agg, tis
         if tis_cap is not None:
             assert 0 < m1["tis/clipped_frac"] < 1
         after = dict(group.named_weights())
-        # k_proj.bias is left out: softmax over keys ignores a shift shared by every key (q.(k+b) =
-        # q.k + q.b for all keys), so its gradient is 0 up to float noise, which Adam's g/(|g|+eps)
-        # scales up to lr-sized steps that differ with any change of summation order (packing rows).
-        diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()
-                 if not n.endswith("k_proj.bias")}
-        assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
+        assert _max_weight_diff(after, single) < 1e-5
         assert any(not torch.equal(after[n], before[n]) for n in after)
         a, b = group.parameter_checksums()
         assert a == b  # the ranks stayed identical
     finally:
         group.shutdown()
+
+
+def _max_weight_diff(after: dict, single: Learner) -> float:
+    """Largest |difference| between the ranks' weights and the single learner's. k_proj.bias is
+    left out: softmax over keys ignores a shift shared by every key (q.(k+b) = q.k + q.b for all
+    keys), so its gradient is 0 up to float noise, which Adam's g/(|g|+eps) scales up to lr-sized
+    steps that differ with any change of summation order (packing rows, shared prompts)."""
+    diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()
+             if not n.endswith("k_proj.bias")}
+    return max(diffs.values())
 
 
 def _guided():
@@ -84,8 +89,6 @@ def test_two_ranks_fix_gamma_and_d3s_tokens_over_the_whole_mini_batch(ray_sessio
             assert m1["d3s/tokens_kept_frac"] == pytest.approx(12 / 23)  # ceil(0.5 * 23 tokens) = 12
             for k in ("policy_loss", "loss", "d3s/tokens_kept_frac", "grad_norm"):
                 assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
-        after = dict(group.named_weights())
-        diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()}
-        assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
+        assert _max_weight_diff(dict(group.named_weights()), single) < 1e-5
     finally:
         group.shutdown()

@@ -49,6 +49,7 @@ def test_packed_scores_and_gradients_equal_padded(tmp_path, monkeypatch, arch):
         (lp.sum() + 0.1 * ent.sum()).backward()
         return lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()]
 
+    monkeypatch.setattr(B, "shared_prefix_ok", lambda model, longest: False)  # layout 2 against 3
     rows: list[int] = []
     real_pack = B.pack_rows
     monkeypatch.setattr(B, "pack_rows", lambda lens, cap: rows.append(len(real_pack(lens, cap))) or real_pack(lens, cap))
@@ -59,3 +60,84 @@ def test_packed_scores_and_gradients_equal_padded(tmp_path, monkeypatch, arch):
     assert (packed[0] - padded[0]).abs().max() < 1e-5
     assert (packed[1] - padded[1]).abs().max() < 1e-5
     assert max((a - b).abs().max().item() for a, b in zip(packed[2], padded[2])) < 1e-5
+
+
+def test_shared_prefix_inputs_by_hand():
+    # The docstring's example plus a second segment in the same row: prompt [1 2] with answers
+    # [3 4] and [5]; prompt [6] with answer [7 8].
+    prompts, responses = [[1, 2], [1, 2], [6]], [[3, 4], [5], [7, 8]]
+    segments = B.prompt_segments(prompts, responses, capacity=256)
+    assert segments == [[0, 1], [2]]
+    ids, pos, allowed, rows, cols = B.shared_prefix_inputs(prompts, responses, segments, [[0, 1]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8]]
+    assert pos.tolist() == [[0, 1, 2, 3, 2, 0, 1, 2]]  # answer [5] starts at the prompt's length again
+    assert allowed[0].int().tolist() == [
+        # keys: 1  2  3  4  5  6  7  8
+        [1, 0, 0, 0, 0, 0, 0, 0],  # 1: prompt, causal
+        [1, 1, 0, 0, 0, 0, 0, 0],  # 2
+        [1, 1, 1, 0, 0, 0, 0, 0],  # 3: prompt + itself
+        [1, 1, 1, 1, 0, 0, 0, 0],  # 4
+        [1, 1, 0, 0, 1, 0, 0, 0],  # 5: prompt + itself, not the sibling answer 3 4
+        [0, 0, 0, 0, 0, 1, 0, 0],  # 6: a new segment
+        [0, 0, 0, 0, 0, 1, 1, 0],  # 7
+        [0, 0, 0, 0, 0, 1, 1, 1],  # 8
+    ]
+    # answer 0's tokens are predicted by the outputs at 2 (last prompt token) and 3; answer 1's
+    # by 2; answer 2's by 6 and 7
+    assert rows.tolist() == [0] * 5 and cols.tolist() == [1, 2, 1, 5, 6]
+
+
+def test_prompt_segments_split_at_capacity():
+    # prompt of 3 tokens, answers of 4, 4, 4 and capacity 12: 3 + 4 + 4 = 11 fits two answers,
+    # the third starts a new segment with its own copy of the prompt; the other prompt's answer
+    # (index 1, between them) is its own segment
+    prompts = [[1, 2, 3], [9], [1, 2, 3], [1, 2, 3]]
+    responses = [[4] * 4, [5], [6] * 4, [7] * 4]
+    assert B.prompt_segments(prompts, responses, capacity=12) == [[0, 2], [3], [1]]
+
+
+@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "sdpa"), ("qwen2", "eager")])
+def test_shared_prompt_scores_and_gradients_equal_padded(tmp_path, monkeypatch, arch, attn):
+    model_dir = build_tiny_model(TinyModelConfig(arch=arch, hidden_size=32, num_layers=2, intermediate_size=64),
+                                 tmp_path / arch, seed=0)
+    g = torch.Generator().manual_seed(1)
+    distinct = [torch.randint(5, 60, (n,), generator=g).tolist() for n in (3, 7, 1)]
+    # groups of 4, 3 and 2 answers, interleaved (a group's answers need not be adjacent), answer
+    # lengths 1-12
+    order = [0, 1, 0, 2, 1, 0, 0, 2, 1]
+    prompts = [distinct[k] for k in order]
+    responses = [torch.randint(5, 60, (int(n),), generator=g).tolist()
+                 for n in torch.randint(1, 13, (len(order),), generator=g)]
+
+    def run():
+        model = load_causal_lm(model_dir, "float32")
+        model.set_attn_implementation(attn)
+        lp, ent = B.answer_scores(model, prompts, responses, pad_id=0, temperature=0.7)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        return lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()]
+
+    through: list[int] = []
+    real_inputs = B.shared_prefix_inputs
+    monkeypatch.setattr(B, "shared_prefix_inputs",
+                        lambda *a: (lambda out: through.append(out[0].numel()) or out)(real_inputs(*a)))
+    shared = run()
+    assert through[0] < sum(len(p) + len(r) for p, r in zip(prompts, responses))  # fewer tokens: prompts once
+    monkeypatch.setattr(B, "shared_prefix_ok", lambda model, longest: False)
+    monkeypatch.setattr(B, "best_packing", lambda lengths: None)
+    padded = run()
+    assert (shared[0] - padded[0]).abs().max() < 1e-5
+    assert (shared[1] - padded[1]).abs().max() < 1e-5
+    assert max((a - b).abs().max().item() for a, b in zip(shared[2], padded[2])) < 1e-5
+
+
+def test_shared_prefix_only_where_the_mask_is_taken_as_given(tmp_path):
+    model = load_causal_lm(build_tiny_model(TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64),
+                                            tmp_path / "m", seed=0), "float32")
+    assert B.shared_prefix_ok(model, 256)
+    text = model.config.get_text_config()
+    text.use_sliding_window, text.sliding_window = True, 128
+    assert not B.shared_prefix_ok(model, 256)  # the custom mask would replace a window shorter than a row
+    assert B.shared_prefix_ok(model, 100)
+    text.use_sliding_window = False
+    model.config._attn_implementation = "flash_attention_2"
+    assert not B.shared_prefix_ok(model, 256)

@@ -18,10 +18,11 @@ HINTED = [5, 6, 40, 41, 42, 76]
 
 @pytest.fixture(autouse=True)
 def _one_answer_per_row(monkeypatch):
-    """No packing: the forward-counting hooks below count rows as answers."""
+    """No packing and no shared prompts: the forward-counting hooks below count rows as answers."""
     from rlcurr.learner import batching
 
     monkeypatch.setattr(batching, "best_packing", lambda lengths: None)
+    monkeypatch.setattr(batching, "shared_prefix_ok", lambda model, longest: False)
 
 
 @pytest.fixture(scope="module")

@@ -74,11 +74,23 @@ def token_logprobs(logits_BTV: torch.Tensor, responses: list[list[int]], pad_id:
 # the answer positions, and logprobs as logit[target] - logsumexp(logits) in chunks of tokens
 # (TRL's selective_log_softmax, Liger's chunked head). With gradients on, each chunk is
 # recomputed in the backward pass (activation checkpointing), so fp32 [tokens, V] logits exist
-# one chunk at a time, never whole. Answers are packed: sequences share rows of up to about
-# PACK_ROW_TOKENS (or the longest sequence; first-fit decreasing), each attending only to itself (position ids restart at 0;
-# transformers builds the block-diagonal causal mask), so short answers next to a long one cost
-# their own tokens, not the long one's. Left out: a fused Triton kernel, varlen flash attention
-# (the packed rows' mask is dense).
+# one chunk at a time, never whole.
+#
+# Layout of the tokens through the model, the first that applies:
+# 1. Shared prompts (`shared_prefix_inputs`; transformers' own classes with sdpa or eager
+#    attention): the answers to one prompt (a GRPO group) follow ONE copy of it in a row, each
+#    answer attending to the prompt and to itself only (a custom 4D mask; positions continue
+#    from the prompt's length), so a group of G answers costs prompt + G answers tokens instead
+#    of G x (prompt + answer). Logprobs and gradients are those of separate sequences (the
+#    prompt's activations receive the sum of the G answers' gradients). Such segments share rows
+#    of up to about PACK_ROW_TOKENS like packed sequences. Prefix sharing in the style of
+#    Prefix Grouper (Liu et al. 2025), without its fused kernel: the mask is dense.
+# 2. Packed (flash attention, where a custom mask is not accepted): sequences share rows of up
+#    to about PACK_ROW_TOKENS (or the longest sequence; first-fit decreasing), each attending
+#    only to itself (position ids restart at 0; transformers builds the block-diagonal causal
+#    mask), so short answers next to a long one cost their own tokens, not the long one's.
+# 3. Padded: a checkpoint's remote code, or when packing would not save tokens.
+# Left out: a fused Triton kernel, varlen flash attention for layouts 1 and 2.
 
 LOGIT_CHUNK_ELEMENTS = 2**23  # fp32 logits per chunk: 32 MiB (~55 answer tokens at V = 152k)
 # Rows are filled up to this many tokens (or the longest sequence, if longer). The packed mask is
@@ -101,29 +113,130 @@ def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: l
     then costs one position); the body's output is captured by a forward hook.
     """
     device = next(model.parameters()).device
-    seqs = [p + r for p, r in zip(prompts, responses)]
-    packed = best_packing([len(s) for s in seqs])
-    # packed-sequence masks come from transformers' own model code; a checkpoint's remote code may not have them
-    if packed is not None and type(unwrap(model)).__module__.startswith("transformers."):  # several answers share a row: fewer (padded) tokens through the body
-        ids_RL, position_RL, starts = packed_inputs(seqs, packed, pad_id)
-        inputs = {"position_ids": position_RL.to(device)}  # no attention mask: sequences from positions
-    else:
-        ids_RL, mask_RL = right_pad(seqs, pad_id)
-        starts = [(b, 0) for b in range(len(seqs))]
-        inputs = {"attention_mask": mask_RL.to(device)}
+    ids_RL, inputs, rows_N, cols_N = model_inputs(model, prompts, responses, pad_id)
     captured: list[torch.Tensor] = []
     body = unwrap(model).get_decoder()
     hook = body.register_forward_hook(lambda _m, _in, out: captured.append(out.last_hidden_state))
     try:
-        model(input_ids=ids_RL.to(device), use_cache=False, logits_to_keep=1, **inputs)
+        model(input_ids=ids_RL.to(device), use_cache=False, logits_to_keep=1,
+              **{k: v.to(device) for k, v in inputs.items()})
     finally:
         hook.remove()
-    hidden_RLH = captured[0]
-    rows = torch.cat([torch.full((len(r),), starts[b][0], dtype=torch.long) for b, r in enumerate(responses)])
+    return captured[0][rows_N.to(device), cols_N.to(device)]
+
+
+def model_inputs(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int):
+    """Token ids [R, L], the other model inputs (mask or position ids), and the (row, column) of
+    the position that predicts each answer token, [N] each: layout 1, 2 or 3 above."""
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    capacity = max(PACK_ROW_TOKENS, max(map(len, seqs)))
+    if shared_prefix_ok(model, capacity):
+        segments = prompt_segments(prompts, responses, capacity)
+        lengths = [len(prompts[seg[0]]) + sum(len(responses[i]) for i in seg) for seg in segments]
+        rows = best_packing(lengths) or [[k] for k in range(len(segments))]
+        ids_RL, position_RL, allowed_RLL, rows_N, cols_N = shared_prefix_inputs(prompts, responses, segments, rows,
+                                                                                 pad_id)
+        return ids_RL, {"position_ids": position_RL, "attention_mask": attention_mask_4d(model, allowed_RLL)}, \
+            rows_N, cols_N
+    packed = best_packing([len(s) for s in seqs])
+    # packed-sequence masks come from transformers' own model code; a checkpoint's remote code may not have them
+    if packed is not None and type(unwrap(model)).__module__.startswith("transformers."):
+        ids_RL, position_RL, starts = packed_inputs(seqs, packed, pad_id)
+        inputs = {"position_ids": position_RL}  # no attention mask: sequences from positions
+    else:
+        ids_RL, mask_RL = right_pad(seqs, pad_id)
+        starts = [(b, 0) for b in range(len(seqs))]
+        inputs = {"attention_mask": mask_RL}
+    rows_N = torch.cat([torch.full((len(r),), starts[b][0], dtype=torch.long) for b, r in enumerate(responses)])
     # the position whose output predicts response[t] is len(prompt) - 1 + t into its sequence
-    cols = torch.cat([torch.arange(len(r)) + starts[b][1] + len(p) - 1
-                      for b, (p, r) in enumerate(zip(prompts, responses))])
-    return hidden_RLH[rows.to(device), cols.to(device)]
+    cols_N = torch.cat([torch.arange(len(r)) + starts[b][1] + len(p) - 1
+                        for b, (p, r) in enumerate(zip(prompts, responses))])
+    return ids_RL, inputs, rows_N, cols_N
+
+
+def shared_prefix_ok(model: torch.nn.Module, longest_row: int) -> bool:
+    """Whether the model takes layout 1's custom 4D mask as given: transformers' own classes pass
+    a 4D mask through untouched to sdpa and eager attention (flash attention takes none), and a
+    sliding or chunked attention window must cover the longest row, since the custom mask
+    replaces the window's."""
+    inner = unwrap(model)
+    if not type(inner).__module__.startswith("transformers."):
+        return False
+    if getattr(inner.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    text = inner.config.get_text_config()
+    windows = [getattr(text, "attention_chunk_size", None)]
+    if getattr(text, "use_sliding_window", True):
+        windows.append(getattr(text, "sliding_window", None))
+    return all(w is None or w >= longest_row for w in windows)
+
+
+def prompt_segments(prompts: list[list[int]], responses: list[list[int]], capacity: int) -> list[list[int]]:
+    """Answers grouped by identical prompt tokens (first-seen order): each segment is one prompt
+    and answers that follow it, at most `capacity` tokens together; an answer that does not fit
+    starts a new segment (with its own copy of the prompt)."""
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(tuple(p), []).append(i)
+    segments: list[list[int]] = []
+    for members in by_prompt.values():
+        used = capacity  # forces a new segment for the first answer
+        for i in members:
+            if used + len(responses[i]) > capacity:
+                segments.append([])
+                used = len(prompts[i])
+            segments[-1].append(i)
+            used += len(responses[i])
+    return segments
+
+
+def shared_prefix_inputs(prompts: list[list[int]], responses: list[list[int]], segments: list[list[int]],
+                         rows: list[list[int]], pad_id: int):
+    """Layout 1: each row holds segments (indices into `segments`) back to back; a segment is its
+    prompt once, then its answers. Returns token ids and position ids [R, L], where each token may
+    attend, allowed_RLL [R, L, L] (same segment, not later, and a prompt token or the same answer;
+    a row's unused tail attends to itself only), and the (row, column) predicting each answer token.
+
+    Example, prompt [p0 p1] with answers [a0 a1] and [b0]: ids p0 p1 a0 a1 b0, positions
+    0 1 2 3 2; b0 attends to p0 p1 b0; a0 is predicted by p1's output, a1 by a0's, b0 by p1's."""
+    lengths = [len(prompts[seg[0]]) + sum(len(responses[i]) for i in seg) for seg in segments]
+    L = max(sum(lengths[k] for k in row) for row in rows)
+    ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    position_RL = torch.zeros((len(rows), L), dtype=torch.long)
+    segment_RL = -1 - torch.arange(L).repeat(len(rows), 1)  # unused tail: a segment of its own per token
+    answer_RL = torch.full((len(rows), L), -1, dtype=torch.long)  # -1: a prompt token (or the tail)
+    predict: list[tuple[int, list[int]]] = [(0, [])] * len(prompts)
+    for r, row in enumerate(rows):
+        at = 0
+        for k in row:
+            prompt = prompts[segments[k][0]]
+            ids_RL[r, at : at + len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+            position_RL[r, at : at + len(prompt)] = torch.arange(len(prompt))
+            segment_RL[r, at : at + lengths[k]] = k
+            last_prompt, at = at + len(prompt) - 1, at + len(prompt)
+            for i in segments[k]:
+                n = len(responses[i])
+                ids_RL[r, at : at + n] = torch.tensor(responses[i], dtype=torch.long)
+                position_RL[r, at : at + n] = torch.arange(len(prompt), len(prompt) + n)
+                answer_RL[r, at : at + n] = i
+                predict[i] = (r, ([last_prompt] + list(range(at, at + n - 1)))[:n])
+                at += n
+    causal_LL = torch.ones(L, L, dtype=torch.bool).tril()
+    same_segment = segment_RL[:, :, None] == segment_RL[:, None, :]
+    visible = (answer_RL[:, None, :] == -1) | (answer_RL[:, :, None] == answer_RL[:, None, :])
+    allowed_RLL = same_segment & visible & causal_LL
+    rows_N = torch.tensor([r for r, cols in predict for _ in cols], dtype=torch.long)
+    cols_N = torch.tensor([c for _, cols in predict for c in cols], dtype=torch.long)
+    return ids_RL, position_RL, allowed_RLL, rows_N, cols_N
+
+
+def attention_mask_4d(model: torch.nn.Module, allowed_RLL: torch.Tensor) -> torch.Tensor:
+    """[R, 1, L, L] as the attention implementation takes it: sdpa a boolean (True = attend),
+    eager an additive float (0 or the float32 minimum; eager adds it to the scores)."""
+    if unwrap(model).config._attn_implementation == "sdpa":
+        return allowed_RLL[:, None]
+    return torch.zeros(allowed_RLL.shape, dtype=torch.float32).masked_fill_(
+        ~allowed_RLL, torch.finfo(torch.float32).min)[:, None]
 
 
 def best_packing(lengths: list[int]) -> list[list[int]] | None:

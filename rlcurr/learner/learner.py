@@ -22,9 +22,10 @@ at answer positions, logprobs come from a chunked logsumexp recomputed in the ba
 `micro_batch_size` answers and `learner.max_tokens_per_micro_batch` padded prompt+answer tokens
 (micro-batches are cut further; loss weights stay the mini-batch's shares, so the update is the
 same). The entropy is a detached by-product of the same chunks (one extra [chunk, V] temporary),
-differentiable only when entropy_coef != 0; it is always logged as "entropy". Answers are packed
-several to a row without padding between them (`batching.answer_hidden`), the micro-batch token
-budget still counts them as padded (an upper bound).
+differentiable only when entropy_coef != 0; it is always logged as "entropy". Answers to the same
+prompt follow one copy of it, and such groups share rows without padding between them
+(`batching.answer_hidden`); the micro-batch token budget still counts answers as separate padded
+sequences (an upper bound).
 
 Mini-batch constants: Guide-GRPO's gamma (a quantile of the off-policy ratios) and D3S's token
 top-k are defined over the whole mini-batch. When the mini-batch is cut (several micro-batches or
