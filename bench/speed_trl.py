@@ -53,8 +53,10 @@ of a step, one forward + backward per trained token:
 with N the model's parameters (embeddings included: they are tied to the output layer), L layers,
 d hidden size, S the mean trained sequence length (prompt + answer tokens; the attention term
 counts the full S x S score and value products per layer, forward + backward), and
-    T_trained = answers x (prompt tokens + answer tokens per answer) x (1 - skipped share),
-where answer tokens are the step's `tokens` metric, the prompt length is the mean over the
+    T_trained = (answers / n x prompt tokens + answers x answer tokens per answer) x (1 - skipped share),
+since rlcurr's learner puts each group's prompt through the model once, followed by its n
+answers (`batching.answer_hidden`, shared prompts; TRL's puts it through once per answer,
+n times the prompt's work); answer tokens are the step's `tokens` metric, the prompt length is the mean over the
 prompt pool under the model's tokenizer (the prompts a step drew are not logged: an
 approximation), and the skipped share is `learner/skipped_answers_frac` (answers with advantage
 0 the learner left out; taken as average-length answers). Padding is not counted (useful FLOPs).
@@ -223,10 +225,10 @@ def mm_peak(size: int, reps: int, threads: int) -> float:
 
 
 def learner_flops(n_params: int, layers: int, hidden: int, answers: float, answer_tokens: float,
-                  prompt_len: float, skipped_frac: float) -> float:
+                  prompt_len: float, skipped_frac: float, n: int) -> float:
     """One step's learner FLOPs, F = T_trained x (6 N + 12 L d S) (see the module docstring)."""
     seq = prompt_len + answer_tokens / max(answers, 1)
-    trained = answers * seq * (1.0 - skipped_frac)
+    trained = (answers / n * prompt_len + answer_tokens) * (1.0 - skipped_frac)
     return trained * (6.0 * n_params + 12.0 * layers * hidden * seq)
 
 
@@ -341,7 +343,7 @@ def add_flops(r: dict, n_params: int, args, prompt_len: float, peaks: dict) -> N
     if not r.get("learner_s") or math.isnan(r["learner_s"]):
         return
     flops = learner_flops(n_params, args.layers, args.hidden, r["answers_per_step"], r["tokens_per_step"],
-                          prompt_len, r["skipped_answers_frac"])
+                          prompt_len, r["skipped_answers_frac"], args.n)
     threads_key = "learner_async" if r["system"] == "rlcurr-hf-async" else "learner_sync"
     peak = peaks[threads_key]
     achieved = flops / r["learner_s"]

@@ -139,11 +139,12 @@ def test_goal_verdict_needs_the_whole_interval_on_one_side():
 def test_speed_trl_learner_flops_formula():
     from bench import speed_trl as S
 
-    # 4 answers of 6 prompt + 10 answer tokens (S = 16), half of them skipped: 32 trained tokens,
+    # 4 answers of 6 prompt + 10 answer tokens (S = 16) in 2 groups of n = 2 sharing a prompt:
+    # 2 x 6 + 4 x 10 = 52 tokens through the model; half of them skipped: 26 trained tokens,
     # each 6 N + 12 L d S.
     f = S.learner_flops(n_params=1000, layers=2, hidden=8, answers=4, answer_tokens=40, prompt_len=6.0,
-                        skipped_frac=0.5)
-    assert f == 32 * (6 * 1000 + 12 * 2 * 8 * 16)
+                        skipped_frac=0.5, n=2)
+    assert f == 26 * (6 * 1000 + 12 * 2 * 8 * 16)
 
 
 def test_speed_trl_quick_runs_both_workloads_side_by_side(ray_session, tmp_path, monkeypatch):
