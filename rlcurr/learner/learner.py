@@ -495,9 +495,9 @@ class Learner:
 
     # ------------------------------------------------------------------ weights
 
-    def named_weights(self, copy: bool = True) -> list[tuple[str, torch.Tensor]]:
+    def named_weights(self, clone: bool = True) -> list[tuple[str, torch.Tensor]]:
         """Full HF-named CPU weights for rollout engines (LoRA merged into a copy).
-        FSDP: collective; rank 0 gets them, the other ranks []. `copy=False` lets a CPU model's
+        FSDP: collective; rank 0 gets them, the other ranks []. `clone=False` lets a CPU model's
         tensors be its live parameters (detached), for a caller that copies them at once."""
         if self.fsdp:
             return list(fsdp.full_state_dict(self.model).items())
@@ -506,7 +506,7 @@ class Learner:
             state = merged.state_dict()
         else:
             state = self.model.state_dict()
-        return [(k, v.detach().to("cpu", copy=copy)) for k, v in state.items()]
+        return [(k, v.detach().to("cpu", copy=clone)) for k, v in state.items()]
 
     def save_checkpoint(self, path: str) -> None:
         """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir

@@ -54,7 +54,7 @@ class LearnerWorker:
         """The weights for engines on this node: written to the shared-memory file, returning its
         layout (rlcurr.rollout.shared_weights); the named tensors themselves when /dev/shm cannot
         hold them. FSDP: collective, ranks other than 0 return None."""
-        named = self.learner.named_weights(copy=False)  # the write below is the copy
+        named = self.learner.named_weights(clone=False)  # the write below is the copy
         if not named:
             return None
         try:
