@@ -132,8 +132,7 @@ def model_inputs(model: torch.nn.Module, prompts: list[list[int]], responses: li
     capacity = max(PACK_ROW_TOKENS, max(map(len, seqs)))
     if shared_prefix_ok(model, capacity):
         segments = prompt_segments(prompts, responses, capacity)
-        lengths = [len(prompts[seg[0]]) + sum(len(responses[i]) for i in seg) for seg in segments]
-        rows = best_packing(lengths) or [[k] for k in range(len(segments))]
+        rows = best_packing(segment_lengths(prompts, responses, segments)) or [[k] for k in range(len(segments))]
         ids_RL, position_RL, allowed_RLL, rows_N, cols_N = shared_prefix_inputs(prompts, responses, segments, rows,
                                                                                  pad_id)
         return ids_RL, {"position_ids": position_RL, "attention_mask": attention_mask_4d(model, allowed_RLL)}, \
@@ -190,6 +189,11 @@ def prompt_segments(prompts: list[list[int]], responses: list[list[int]], capaci
     return segments
 
 
+def segment_lengths(prompts: list[list[int]], responses: list[list[int]], segments: list[list[int]]) -> list[int]:
+    """Tokens of each segment: its prompt once, plus its answers."""
+    return [len(prompts[seg[0]]) + sum(len(responses[i]) for i in seg) for seg in segments]
+
+
 def shared_prefix_inputs(prompts: list[list[int]], responses: list[list[int]], segments: list[list[int]],
                          rows: list[list[int]], pad_id: int):
     """Layout 1: each row holds segments (indices into `segments`) back to back; a segment is its
@@ -199,7 +203,7 @@ def shared_prefix_inputs(prompts: list[list[int]], responses: list[list[int]], s
 
     Example, prompt [p0 p1] with answers [a0 a1] and [b0]: ids p0 p1 a0 a1 b0, positions
     0 1 2 3 2; b0 attends to p0 p1 b0; a0 is predicted by p1's output, a1 by a0's, b0 by p1's."""
-    lengths = [len(prompts[seg[0]]) + sum(len(responses[i]) for i in seg) for seg in segments]
+    lengths = segment_lengths(prompts, responses, segments)
     L = max(sum(lengths[k] for k in row) for row in rows)
     ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
     position_RL = torch.zeros((len(rows), L), dtype=torch.long)
