@@ -458,6 +458,16 @@ class Config(Section):
                              "vLLM has one temperature per request. Remove curriculum.ead or set rollout.engine: hf")
         return self
 
+    @model_validator(mode="after")
+    def _ead_needs_tis(self) -> "Config":
+        # The same rule as top-p: EAD samples each position at its own temperature while the
+        # learner scores at rollout.temperature, so its answers are off-policy.
+        if self.curriculum.ead is not None and self.algo.tis_cap is None:
+            raise ValueError("curriculum.ead needs algo.tis_cap: EAD samples each answer position at its own "
+                             "temperature while the learner scores at rollout.temperature, so the answers are "
+                             "off-policy; set algo.tis_cap (e.g. 2.0, truncated importance sampling)")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.trainer.output_dir or f"runs/{self.name}")

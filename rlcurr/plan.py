@@ -24,14 +24,15 @@ Nothing is built, downloaded or written: the recipe is validated (`load_config`)
 
    Learner rank (one GPU; divided by learner.num_workers under fsdp, which shards parameters,
    gradients and optimizer state):
-     - weights: params x dtype bytes (model.dtype); a reference copy when algo.kl_coef > 0 (no LoRA);
-     - gradients: trainable params x their bytes;
-     - AdamW: exp_avg and exp_avg_sq, 2 x trainable x their bytes. torch's AdamW keeps its state in
-       the parameter's dtype and the learner has no fp32 master copy (no mixed precision), so bf16
-       training holds bf16 moments. LoRA: only the adapter (r x (in + out) per targeted projection)
-       has gradients and moments, and peft keeps adapter weights in fp32;
+     - weights: trained weights are fp32 masters (4 B) whatever model.dtype is (mixed precision,
+       rlcurr.learner.precision); without FSDP, autocast's model.dtype copies of them during a
+       forward; a reference copy in model.dtype when algo.kl_coef > 0 (no LoRA);
+     - gradients: trainable params x 4 B;
+     - AdamW: exp_avg and exp_avg_sq, 2 x trainable x 4 B. LoRA: only the adapter (r x (in + out)
+       per targeted projection) is trained (fp32, as peft keeps it); the frozen base stays in
+       model.dtype;
      - PPO's critic: the base transformer without the LM head + Linear(H, 1), all trained
-       (weights, gradients, 2 moments);
+       (fp32 weights, gradients, 2 moments);
      - fsdp: one decoder layer and the root unit (embeddings, LM head, final norm) gathered whole
        during forward / backward;
      - activations of one training micro-batch (no activation checkpointing in the learner):
@@ -58,8 +59,9 @@ Nothing is built, downloaded or written: the recipe is validated (`load_config`)
        decodes all requests of a call in one batch) at prompt + max_tokens tokens, + 0.5 GiB.
    Colocated (resources.colocate): one GPU holds a rollout worker and a learner rank. vLLM sleeps
    during the learner step (weights to CPU, KV cache dropped), so the peak is the larger of
-   "while generating" (learner weights + optimizer state, gradients freed by zero_grad, + vLLM's
-   share) and "during the learner step" (the whole learner estimate, vLLM asleep).
+   "while generating" (learner weights + optimizer state + reference, + vLLM's share: the learner
+   drops its gradients and empties the CUDA cache after each update, `Learner.release_memory`,
+   before vLLM wakes) and "during the learner step" (the whole learner estimate, vLLM asleep).
    A per-GPU total above the GPU memory (--gpu-memory-gib, default 80) is a warning.
 
 Left out: the driver process, eval batches, vLLM's CUDA graphs and activation reserve, memory
@@ -81,6 +83,7 @@ from rlcurr.errors import UserError
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LORA_BYTES = 4  # peft keeps LoRA adapter weights in fp32 (autocast_adapter_dtype) even on a bf16 model
+MASTER_BYTES = 4  # trained weights, their gradients and AdamW moments are fp32 (rlcurr.learner.precision)
 CUDA_CONTEXT_BYTES = GIB // 2
 LOGIT_CHUNK_BYTES = 2**23 * 4  # rlcurr.learner.batching.LOGIT_CHUNK_ELEMENTS fp32 logits
 LOGIT_CHUNK_BUFFERS = 4
@@ -260,36 +263,52 @@ def activation_bytes_per_token(s: ModelShape, dtype_bytes: int) -> int:
 
 
 def learner_lines(cfg, s: ModelShape, prompt_tokens: int) -> tuple[list[tuple[str, int, str]], int]:
-    """The learner rank's memory lines, and how many of their bytes stay between steps (colocation)."""
+    """The learner rank's memory lines, and how many of their bytes stay between steps (colocation).
+
+    Mixed precision (rlcurr.learner.precision): trained weights are fp32 masters with fp32
+    gradients and AdamW moments whatever model.dtype is; frozen weights (LoRA's base, the KL
+    reference) stay in model.dtype; compute (activations, FSDP's gathered units, autocast's weight
+    copies) is in model.dtype."""
     b = DTYPE_BYTES[cfg.model.dtype]
+    mixed = b != MASTER_BYTES
     params = count_params(s)
     ranks = cfg.learner.num_workers
     fsdp = cfg.learner.strategy == "fsdp"
     shard = ranks if fsdp else 1
     per = f" / {ranks} ranks (fsdp)" if fsdp else ""
-    lines = [("weights", math.ceil(params / shard) * b, f"{params / 1e9:.2f}B params x {b} B{per}")]
     lora = cfg.model.lora
-    if cfg.algo.kl_coef > 0 and lora is None:
-        lines.append(("reference model", math.ceil(params / shard) * b, f"algo.kl_coef > 0: a frozen copy{per}"))
     if lora is not None:
         trainable, tb = lora_params(s, lora), LORA_BYTES
-        lines[0] = ("weights", params * b + trainable * tb,
-                    f"{params / 1e9:.2f}B params x {b} B + LoRA {trainable / 1e6:.1f}M x {tb} B")
+        lines = [("weights", params * b + trainable * tb,
+                  f"frozen base {params / 1e9:.2f}B x {b} B + LoRA {trainable / 1e6:.1f}M x {tb} B (fp32)")]
         what = f"LoRA adapter only: {trainable / 1e6:.1f}M params x {tb} B"
     else:
-        trainable, tb = math.ceil(params / shard), b
-        what = f"{params / 1e9:.2f}B params x {b} B{per}"
+        trainable, tb = math.ceil(params / shard), MASTER_BYTES
+        what = f"{params / 1e9:.2f}B params x {tb} B{per}"
+        master = " (fp32 masters; compute in " + cfg.model.dtype + ")" if mixed else ""
+        lines = [("weights", trainable * tb, what + master)]
+        if mixed and not fsdp:  # FSDP's gathered units are the bf16 copies, counted below
+            lines.append(("compute copy", params * b, f"autocast's {cfg.model.dtype} copies of the weights during "
+                                                      f"a forward: {params / 1e9:.2f}B x {b} B"))
+    if cfg.algo.kl_coef > 0 and lora is None:
+        lines.append(("reference model", math.ceil(params / shard) * b, f"algo.kl_coef > 0: a frozen copy in "
+                                                                        f"{cfg.model.dtype}{per}"))
     lines.append(("gradients", trainable * tb, what))
-    lines.append(("AdamW state", 2 * trainable * tb, f"exp_avg + exp_avg_sq in the param dtype: 2 x {what}"))
+    lines.append(("AdamW state", 2 * trainable * tb, f"exp_avg + exp_avg_sq in fp32: 2 x {what}"))
+    freed = ["gradients", "fsdp gathered units", "compute copy"]  # released after each update
     if cfg.algo.name == "ppo":
-        critic = params - (0 if s.tie_word_embeddings else s.vocab_size * s.hidden_size) + s.hidden_size + 1
-        lines.append(("PPO critic", 4 * math.ceil(critic / shard) * b,
-                      f"{critic / 1e9:.2f}B params: weights + gradients + 2 AdamW moments{per}"))
+        critic = math.ceil((params - (0 if s.tie_word_embeddings else s.vocab_size * s.hidden_size)
+                            + s.hidden_size + 1) / shard)
+        lines.append(("PPO critic", 3 * critic * MASTER_BYTES,
+                      f"{critic * shard / 1e9:.2f}B params: fp32 weights + 2 AdamW moments{per}"))
+        lines.append(("PPO critic gradients", critic * MASTER_BYTES, "fp32"))
+        freed.append("PPO critic gradients")
     if fsdp:
         gathered = (layer_params(s) + root_params(s)) * b
-        lines.append(("fsdp gathered units", gathered, "one decoder layer + embeddings/LM head/final norm, whole"))
-    # between steps: zero_grad frees the gradients, fsdp reshards the gathered units
-    persistent = sum(n for name, n, _ in lines if name not in ("gradients", "fsdp gathered units"))
+        lines.append(("fsdp gathered units", gathered, f"one decoder layer + embeddings/LM head/final norm, whole, "
+                                                       f"in {cfg.model.dtype}"))
+    # between steps (Learner.release_memory): gradients dropped, the cache emptied, units resharded
+    persistent = sum(n for name, n, _ in lines if name not in freed)
     tokens = micro_batch_tokens(cfg, prompt_tokens)
     per_layer = activation_bytes_per_token_layer(s, b)
     lines.append(("activations", tokens * activation_bytes_per_token(s, b),

@@ -125,3 +125,14 @@ def test_power_schedule_parameters():
     assert load_config(QUICKSTART, ["learner.schedule.name=power"]).learner.schedule.power_exponent == 0.51
     with pytest.raises(UserError, match="learner.schedule.power_exponent"):
         load_config(QUICKSTART, ["learner.schedule.power_exponent=0.3"])  # constant schedule: unused
+
+
+def test_ead_needs_tis_cap_like_top_p():
+    """EAD's answers are sampled at per-position temperatures the learner does not score at: as
+    off-policy as top-p < 1, so the same rule (algo.tis_cap required)."""
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+    with pytest.raises(UserError, match=r"curriculum\.ead needs algo\.tis_cap"):
+        load_config(recipe, ["curriculum.ead={}"])
+    with pytest.raises(UserError, match=r"rollout\.top_p.*needs algo\.tis_cap"):
+        load_config(recipe, ["rollout.top_p=0.9"])
+    assert load_config(recipe, ["curriculum.ead={}", "algo.tis_cap=2.0"]).algo.tis_cap == 2.0

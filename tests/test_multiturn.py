@@ -111,6 +111,21 @@ def test_max_turns_tool_refusal_and_budget_end_the_answer():
     assert out[0][0].text == "plain" and out[0][0].tool_mask is None and out[0][0].stop_reason is None
 
 
+def test_the_tool_reads_the_call_up_to_the_stop_string_not_the_rest_of_its_token():
+    # A turn that ends with a merged token "]=" completing the stop "]": its text is the token's
+    # whole decoding (rlcurr.rollout.stop_strings). The tool reads the trajectory cut right after
+    # "]"; the "=" stays in the answer, before the tool output, as the model wrote it.
+    merged = 1000  # the id of "]="
+    turns = iter([Completion([ord("["), ord("a"), merged], [-0.5] * 3, "stop", "[a]=", stop_reason="]"),
+                  Completion(_tokenize("z"), [-0.5], "stop", "z")])
+    env = _Tool(max_turns=2)
+    out = generate_with_tools(lambda reqs: [[next(turns)] for _ in reqs], [GenRequest([1], 1, 20)], [P], env, _tokenize)
+    (c,) = out[0]
+    assert env.calls == ["[a]"]
+    assert c.text == "[a]=1;z" and c.token_ids == [ord("["), ord("a"), merged] + _tokenize("1;z")
+    assert c.tool_mask == [False] * 3 + [True, True] + [False]
+
+
 # ----------------------------------------------------------------------------- stop strings in the engines
 
 
@@ -244,7 +259,7 @@ def test_tool_env_refuses_ppo_and_ead():
     with pytest.raises(UserError, match="algo.name: ppo"):
         check_tool_support(load_config(recipe, ["algo.name=ppo", "algo.loss_agg=token-mean"]), env)
     with pytest.raises(UserError, match="curriculum.ead"):
-        check_tool_support(load_config(recipe, ["curriculum.ead={}"]), env)
+        check_tool_support(load_config(recipe, ["curriculum.ead={}", "algo.tis_cap=2.0"]), env)
     check_tool_support(load_config(recipe), env)  # the recipe itself is fine
 
 

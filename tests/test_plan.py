@@ -79,6 +79,23 @@ def test_small_model_memory_by_hand():
     assert lines["fsdp gathered units"] == (608 + 88) * 4
 
 
+def test_bf16_counts_fp32_masters_and_frees_gradients_when_colocated():
+    # model.dtype bfloat16 = compute dtype; trained weights stay fp32 (rlcurr.learner.precision):
+    #   weights 696 x 4 = 2784 (masters), gradients 2784, AdamW 2 x 2784 = 5568 (all fp32);
+    #   DDP: autocast's bf16 copy of the weights during a forward, 696 x 2 = 1392;
+    #   KL on: a frozen bf16 reference, 696 x 2 = 1392
+    m = estimate_memory(small_config(model={"dtype": "bfloat16"}, algo={"kl_coef": 0.1}), prompt_tokens=6,
+                        shape=SMALL)
+    lines = {name: n for name, n, _ in m.gpus[1].lines}
+    assert lines["weights"] == lines["gradients"] == 2784 and lines["AdamW state"] == 5568
+    assert lines["compute copy"] == 1392 and lines["reference model"] == 1392
+    # FSDP over 2 ranks: fp32 shards 348 x 4 = 1392, units gathered in bf16: (608 + 88) x 2 = 1392, no autocast copy
+    m = estimate_memory(small_config(model={"dtype": "bfloat16"}, learner={"num_workers": 2, "strategy": "fsdp"}),
+                        prompt_tokens=6, shape=SMALL)
+    lines = {name: n for name, n, _ in m.gpus[1].lines}
+    assert lines["weights"] == 1392 and lines["fsdp gathered units"] == (608 + 88) * 2 and "compute copy" not in lines
+
+
 def test_param_counts_match_transformers():
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config

@@ -104,6 +104,16 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def from_transformers(model: torch.nn.Module) -> bool:
+    """Whether the causal LM's class is one of transformers' own (whose packed-sequence and 4D
+    masks the layouts rely on), looking through peft's wrapper and FSDP2's: `fully_shard` swaps
+    the class for a generated `FSDP<Name>` subclass that lives in torch's module."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(unwrap(model)).__mro__ if not issubclass(c, FSDPModule))
+    return cls.__module__.startswith("transformers.")
+
+
 def answer_hidden(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]],
                   pad_id: int) -> torch.Tensor:
     """Final hidden states (after the last norm) at the positions that predict each answer token,
@@ -139,7 +149,7 @@ def model_inputs(model: torch.nn.Module, prompts: list[list[int]], responses: li
             rows_N, cols_N
     packed = best_packing([len(s) for s in seqs])
     # packed-sequence masks come from transformers' own model code; a checkpoint's remote code may not have them
-    if packed is not None and type(unwrap(model)).__module__.startswith("transformers."):
+    if packed is not None and from_transformers(model):
         ids_RL, position_RL, starts = packed_inputs(seqs, packed, pad_id)
         inputs = {"position_ids": position_RL}  # no attention mask: sequences from positions
     else:
@@ -159,7 +169,7 @@ def shared_prefix_ok(model: torch.nn.Module, longest_row: int) -> bool:
     sliding or chunked attention window must cover the longest row, since the custom mask
     replaces the window's."""
     inner = unwrap(model)
-    if not type(inner).__module__.startswith("transformers."):
+    if not from_transformers(model):
         return False
     if getattr(inner.config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False

@@ -18,12 +18,13 @@ every rank, so its forward counts agree.
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 
 import torch
 from transformers import AutoModel
 
 from rlcurr.algos.losses import value_loss
-from rlcurr.learner import fsdp
+from rlcurr.learner import fsdp, precision
 from rlcurr.learner.batching import cut_by_tokens, pad_lists, response_mask, right_pad
 from rlcurr.learner.dataparallel import mean_of, minibatches, sum_across_ranks, sum_grads, weighted_micro_batches
 from rlcurr.learner.models import DTYPES
@@ -46,7 +47,7 @@ class ValueModel(torch.nn.Module):
         ids_BL, mask_BL = right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
         hidden_BLH = self.backbone(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device),
                                    use_cache=False).last_hidden_state
-        values_BL = self.head(hidden_BLH.float())[..., 0]
+        values_BL = self.head(hidden_BLH.to(self.head.weight.dtype))[..., 0].float()  # FSDP casts the head
         T = max(len(r) for r in responses)
         # The state before response token t is the prefix ending at position len(prompt) - 1 + t.
         start_B = torch.tensor([len(p) - 1 for p in prompts])
@@ -60,7 +61,8 @@ class Critic:
         self.algo, self.grad_clip, self.pad_id = algo_cfg, learner_cfg.grad_clip, pad_id
         self.device = torch.device(device)
         self.betas, self.weight_decay = tuple(learner_cfg.betas), learner_cfg.weight_decay
-        self.model = ValueModel(model_path, dtype).to(self.device)
+        self.dtype = dtype  # compute dtype; the value model's weights are fp32 masters (rlcurr.learner.precision)
+        self.model = ValueModel(model_path, "float32").to(self.device)
         self.optimizer = self._new_optimizer()
         self.rng = random.Random(seed + 1)  # its own shuffling stream; the policy's is left untouched
         self.max_tokens = getattr(learner_cfg, "max_tokens_per_micro_batch", None)
@@ -72,9 +74,13 @@ class Critic:
 
     def shard(self) -> None:
         """FSDP (inside the process group): shard the value model, rebuild the optimizer on the shards."""
-        fsdp.shard_model(self.model)
+        fsdp.shard_model(self.model, self.dtype)
         self.optimizer = self._new_optimizer()
         self.fsdp = True
+
+    def compute(self):
+        """Autocast to the compute dtype (not under FSDP, whose policy casts); see Learner.compute."""
+        return nullcontext() if self.fsdp else precision.autocast(self.device, self.dtype)
 
     def set_lr(self, multiplier: float) -> None:
         """critic_lr times the policy's schedule multiplier for this step."""
@@ -92,7 +98,8 @@ class Critic:
         for chunk in cut_by_tokens(lengths, self.algo.micro_batch_size, self.max_tokens):
             part = [samples[i] for i in chunk]
             responses = [s.response_ids for s in part]
-            values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
+            with self.compute():
+                values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
             out += [values_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
         return out
 
@@ -130,7 +137,8 @@ class Critic:
 
     def _micro_loss(self, part: list[TrainSample], old_values: list[list[float]], norm_len: int):
         responses = [s.response_ids for s in part]
-        values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
+        with self.compute():
+            values_BT = self.model([s.prompt_ids for s in part], responses, self.pad_id)
         T = values_BT.shape[1]
         mask_BT = response_mask([len(r) for r in responses], T).to(self.device)
         old_BT = pad_lists(old_values, T).to(self.device)

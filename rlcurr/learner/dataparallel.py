@@ -37,14 +37,36 @@ def split_even(items: list, parts: int) -> list[list]:
     return [shard(items, p, parts) for p in range(parts)]
 
 
-def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Random) -> list[list[int]]:
-    """`epochs` passes over the samples, each shuffled and split into `mini_batches` optimizer steps."""
+def minibatches(num_samples: int, epochs: int, mini_batches: int, rng: random.Random,
+                groups: list | None = None) -> list[list[int]]:
+    """`epochs` passes over the samples, each shuffled and split into `mini_batches` optimizer steps.
+
+    `groups` (a key per sample, e.g. its prompt tokens): within each mini-batch, answers of the
+    same group are put next to each other (groups in order of first appearance), so the ranks'
+    shards and the micro-batches cut from them hold whole groups, or parts of as few groups as
+    possible, and siblings share one copy of their prompt (rlcurr.learner.batching). Which answers
+    form a mini-batch is unchanged, and its loss is a weighted sum over answers, so the update is
+    the same up to float rounding."""
     out = []
     for _ in range(epochs):
         order = list(range(num_samples))
         rng.shuffle(order)
         out += split_even(order, max(1, min(mini_batches, num_samples)))
-    return out
+    return out if groups is None else [group_adjacent(mb, groups) for mb in out]
+
+
+def group_adjacent(indices: list[int], groups: list) -> list[int]:
+    """`indices` reordered so that equal `groups[i]` are contiguous, groups in order of first
+    appearance, answers in their original order within a group (a stable sort)."""
+    first: dict = {}
+    for i in indices:
+        first.setdefault(groups[i], len(first))
+    return sorted(indices, key=lambda i: first[groups[i]])
+
+
+def prompt_groups(samples: list[TrainSample]) -> list[tuple[int, ...]]:
+    """The group key of each answer: its prompt tokens (the answers that can share a prompt copy)."""
+    return [tuple(s.prompt_ids) for s in samples]
 
 
 def weighted_micro_batches(samples: list[TrainSample], indices: list[int], micro_batch_size: int,

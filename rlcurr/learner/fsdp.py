@@ -24,10 +24,13 @@ accepts; the default PREMUL_SUM path gloo rejects). Two rules follow from the co
 A GPU user sets `learner.strategy: fsdp`, `learner.num_workers: N` (>= 2) and
 `resources.gpus_per_learner_worker: 1`; NCCL is used. The model stays on CPU until sharded, so
 each rank's GPU never holds more than its shards plus one layer's full parameters; host RAM must
-hold one full copy per rank (briefly). The GPU path is not exercised here (no GPU in CI).
+hold one full copy per rank (briefly). Every rank loads the same checkpoint, so no parameter is
+broadcast before sharding (`check_same_weights` compares checksums instead): NCCL accepts only
+device tensors, and these are still on the host. Mixed precision: fp32 shards, compute in
+model.dtype (`MixedPrecisionPolicy`, rlcurr.learner.precision). On CPU the same code runs over
+gloo (tests/test_fsdp.py); only a GPU run confirms NCCL itself (`rlcurr doctor` checks it).
 
-Left out: CPU offload (OffloadPolicy), mixed precision (MixedPrecisionPolicy: the model runs in
-`model.dtype`, gradients are reduced in it), HSDP (2-D replicate x shard mesh), meta-device init
+Left out: CPU offload (OffloadPolicy), HSDP (2-D replicate x shard mesh), meta-device init
 with rank-0 broadcast, activation checkpointing, prefetch tuning, LoRA (peft's merge for rollout
 weights would need the gathered full model; rejected in the config), and checkpoints that load
 across strategies (the optimizer state is saved keyed by parameter name, DDP's by index).
@@ -44,7 +47,20 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from rlcurr.learner.dataparallel import dist_rank_world, max_across_ranks, shard
+from rlcurr.learner.dataparallel import all_gather_list, dist_rank_world, max_across_ranks, shard
+from rlcurr.learner.precision import fsdp_policy
+
+
+def check_same_weights(model: torch.nn.Module) -> None:
+    """Before sharding: every rank loaded the same checkpoint, so the ranks' full copies agree and
+    no parameter needs to travel (a broadcast of these host tensors is what NCCL rejects: "No
+    backend type associated with device type cpu"). A checksum per rank, exchanged as Python
+    objects (which NCCL supports), guards that assumption."""
+    mine = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+    sums = all_gather_list([mine])
+    if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"learner ranks loaded different weights (checksums {sums}); FSDP needs every "
+                           "rank to load the same model directory")
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -59,13 +75,17 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_model(model: torch.nn.Module) -> torch.nn.Module:
-    """fully_shard each decoder layer, then the root; gradients summed (not averaged) across ranks."""
+def shard_model(model: torch.nn.Module, dtype: str = "float32") -> torch.nn.Module:
+    """fully_shard each decoder layer, then the root; gradients summed (not averaged) across ranks.
+    `dtype` is the compute dtype (model.dtype): below fp32, units all-gather in it and reduce in
+    fp32 over fp32 shards (rlcurr.learner.precision). fully_shard moves the parameters to the
+    mesh's device (the rank's GPU under NCCL)."""
     world = dist_rank_world()[1]
     mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (world,))
+    policy = fsdp_policy(dtype)
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     for m in model.modules():  # the divide factor is per FSDP unit, not inherited from the root
         if isinstance(m, FSDPModule):
             m.set_gradient_divide_factor(1.0)

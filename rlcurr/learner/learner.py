@@ -91,12 +91,13 @@ from rlcurr.algos.advantages import explained_variance, gae_BT, last_token_rewar
 from rlcurr.algos.losses import aggregate, kl_penalty, offpolicy_gamma, policy_loss, truncated_is_weights
 from rlcurr.algos.schedules import schedule_multiplier
 from rlcurr.curriculum.filters import d3s_token_mask
-from rlcurr.learner import fsdp
+from rlcurr.learner import fsdp, precision
 from rlcurr.learner.batching import answer_scores, cut_by_tokens, pad_lists, policy_mask, response_mask
 from rlcurr.learner.critic import Critic
-from rlcurr.learner.dataparallel import (all_gather_list, dist_rank_world, mean_of, minibatches, shard,
-                                         sum_across_ranks, sum_grads, weighted_micro_batches)
+from rlcurr.learner.dataparallel import (all_gather_list, dist_rank_world, mean_of, minibatches, prompt_groups,
+                                         shard, sum_across_ranks, sum_grads, weighted_micro_batches)
 from rlcurr.learner.models import apply_lora, load_causal_lm, load_tokenizer
+from rlcurr.learner.precision import compute_dtype
 from rlcurr.types import TrainSample
 
 
@@ -124,12 +125,14 @@ class Learner:
         place = torch.device("cpu") if self.fsdp else self.device
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
-        model = load_causal_lm(model_path, dtype)
+        # Mixed precision (rlcurr.learner.precision): `dtype` is the compute and engine dtype;
+        # trained weights are fp32 masters, frozen ones (LoRA's base, the reference) stay in `dtype`.
+        self.dtype, self.is_lora = dtype, lora_cfg is not None
+        model = load_causal_lm(model_path, dtype if self.is_lora else "float32")
         self.ref_model = None
-        if algo_cfg.kl_coef > 0 and lora_cfg is None:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(place)
-        self.model = (apply_lora(model, lora_cfg) if lora_cfg is not None else model).to(place)
-        self.is_lora = lora_cfg is not None
+        if algo_cfg.kl_coef > 0 and not self.is_lora:
+            self.ref_model = copy.deepcopy(model).to(compute_dtype(dtype)).eval().requires_grad_(False).to(place)
+        self.model = (apply_lora(model, lora_cfg) if self.is_lora else model).to(place)
         self.optimizer = self._new_optimizer()
         self.rng = random.Random(seed)
         self.critic = None
@@ -144,15 +147,24 @@ class Learner:
         return torch.optim.AdamW(params, lr=self.cfg.lr, betas=tuple(self.cfg.betas),
                                  weight_decay=self.cfg.weight_decay, fused=not self.fsdp)
 
+    def compute(self):
+        """The context every forward runs in: autocast to the compute dtype (no-op in fp32 and
+        under FSDP, whose mixed-precision policy casts instead)."""
+        return nullcontext() if self.fsdp else precision.autocast(self.device, self.dtype)
+
     def join_group(self) -> None:
-        """Inside a fresh process group: start from rank 0's weights; with FSDP, then shard the
-        policy (and reference / critic) and rebuild the optimizer on the sharded parameters."""
-        self.broadcast_parameters()
+        """Inside a fresh process group. DDP: start from rank 0's weights (broadcast on the
+        learner's device, where the model lives). FSDP: the model is still on the host, where
+        NCCL takes no tensor, and every rank loaded the same checkpoint: compare checksums, then
+        shard the policy (and reference / critic; fully_shard moves them to the device) and
+        rebuild the optimizer on the sharded parameters."""
         if not self.fsdp:
+            self.broadcast_parameters()
             return
-        fsdp.shard_model(self.model)
+        fsdp.check_same_weights(self.model)
+        fsdp.shard_model(self.model, self.dtype)
         if self.ref_model is not None:
-            fsdp.shard_model(self.ref_model)
+            fsdp.shard_model(self.ref_model, self.dtype)
         self.optimizer = self._new_optimizer()
         if self.critic is not None:
             self.critic.shard()
@@ -183,8 +195,9 @@ class Learner:
         with ctx:
             for c, chunk in enumerate(chunks):
                 responses = [samples[i].response_ids for i in chunk]
-                lp_BT, ent_BT = answer_scores(model, [prompts[i] for i in chunk], responses, self.pad_id,
-                                              self.temperature)
+                with self.compute():
+                    lp_BT, ent_BT = answer_scores(model, [prompts[i] for i in chunk], responses, self.pad_id,
+                                                  self.temperature)
                 if c < real:
                     out += [lp_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
                     ent += [ent_BT[b, : len(r)].tolist() for b, r in enumerate(responses)]
@@ -221,7 +234,8 @@ class Learner:
         # PPO's critic warm-up: the first `critic_warmup` steps train only the critic.
         policy_epochs = 0 if self.critic is not None and step < self.algo.critic_warmup else self.algo.epochs
         steps = [self._optimizer_step(samples, mb, old, ref, norm_len, token_keep_frac, fresh_old, skip)
-                 for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng)]
+                 for mb in minibatches(len(samples), policy_epochs, self.algo.mini_batches, self.rng,
+                                       groups=prompt_groups(samples))]
         metrics = mean_of(steps)
         if skip:  # trained-answer means: over the optimizer steps that trained any answer
             for k in metrics:
@@ -242,7 +256,18 @@ class Learner:
             self.critic.set_lr(lr / self.cfg.lr)  # the policy's schedule
             metrics.update(ppo_metrics)
             metrics.update(self.critic.train_step(samples, old_values, norm_len))
+        self.release_memory()
         return metrics
+
+    def release_memory(self) -> None:
+        """After the update: drop the gradients (the next step's zero_grad would, but colocated
+        engines wake up before it) and hand the caching allocator's free blocks back to the GPU,
+        so a colocated vLLM finds the memory `rlcurr plan` counts."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            self.critic.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def norm_len(self, samples: list[TrainSample]) -> int:
         """Dr.GRPO's constant normaliser: the generation limit (`response_limit`), the same every
@@ -447,8 +472,9 @@ class Learner:
         a = self.algo
         responses = [s.response_ids for s in part]
         # Logits only at answer positions, chunked; entropy differentiable only for the bonus.
-        logprobs_BT, entropy_BT = answer_scores(self.model, [s.prompt_ids for s in part], responses, self.pad_id,
-                                                self.temperature, entropy_grad=a.entropy_coef != 0)
+        with self.compute():
+            logprobs_BT, entropy_BT = answer_scores(self.model, [s.prompt_ids for s in part], responses,
+                                                    self.pad_id, self.temperature, entropy_grad=a.entropy_coef != 0)
         T = logprobs_BT.shape[1]
         mask_BT = policy_mask(part, T).to(dev)  # tool-output tokens (multi-turn) are not trained on
         # old None: fully on-policy, the current policy is the old one (see old_from_training_forward)
@@ -496,17 +522,19 @@ class Learner:
     # ------------------------------------------------------------------ weights
 
     def named_weights(self, clone: bool = True) -> list[tuple[str, torch.Tensor]]:
-        """Full HF-named CPU weights for rollout engines (LoRA merged into a copy).
-        FSDP: collective; rank 0 gets them, the other ranks []. `clone=False` lets a CPU model's
-        tensors be its live parameters (detached), for a caller that copies them at once."""
+        """Full HF-named CPU weights for rollout engines, in the engines' dtype (model.dtype; the
+        fp32 masters are cast), LoRA merged module by module (`merged_lora_state`).
+        FSDP: collective; rank 0 gets them, the other ranks []. `clone=False` lets a CPU fp32
+        model's tensors be its live parameters (detached), for a caller that copies them at once."""
         if self.fsdp:
-            return list(fsdp.full_state_dict(self.model).items())
-        if self.is_lora:
-            merged = copy.deepcopy(self.model).merge_and_unload()
-            state = merged.state_dict()
+            state = fsdp.full_state_dict(self.model)
+        elif self.is_lora:
+            state = merged_lora_state(self.model)
         else:
             state = self.model.state_dict()
-        return [(k, v.detach().to("cpu", copy=clone)) for k, v in state.items()]
+        engine = compute_dtype(self.dtype)
+        return [(k, v.detach().to("cpu", dtype=engine if v.is_floating_point() else v.dtype, copy=clone))
+                for k, v in state.items()]
 
     def save_checkpoint(self, path: str) -> None:
         """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir
@@ -561,8 +589,10 @@ class Learner:
         return float(sum(p.detach().double().abs().sum() for p in self.model.parameters()))
 
     def save_pretrained(self, path: str) -> None:
-        model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
-        model.save_pretrained(path)
+        if self.is_lora:  # the base model's class and config, the merged weights
+            self.model.get_base_model().save_pretrained(path, state_dict=merged_lora_state(self.model))
+        else:
+            self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
 
@@ -603,6 +633,23 @@ def _trained(sample: TrainSample, keep: list[float] | None = None) -> torch.Tens
     if keep is not None:
         mask &= torch.tensor(keep) > 0
     return mask
+
+
+def merged_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every LoRA delta added, without copying the model (peft's
+    `merge_and_unload` on a deep copy holds a second model on the device): each adapted layer's
+    merged weight W + scale * B @ A is built on its own, one layer's temporary at a time. Keys are
+    the base model's (no "base_model.model." / ".base_layer"); adapter weights are left out."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    state = {k: v.detach() for k, v in base.state_dict().items() if "lora_" not in k}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and module.active_adapters:
+            weight = module.get_base_layer().weight
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            state[f"{name}.base_layer.weight"] = (weight.detach() + delta.to(weight.dtype))
+    return {k.replace(".base_layer.", "."): v for k, v in state.items()}
 
 
 def logprob_parity(samples: list[TrainSample], learner_logprobs: list[list[float]]) -> dict[str, float]:
