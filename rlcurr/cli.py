@@ -1,4 +1,4 @@
-"""rlcurr command line: train | recipes | inspect | plan."""
+"""rlcurr command line: train | recipes | inspect | plan | doctor."""
 
 from __future__ import annotations
 
@@ -57,16 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     from rlcurr.plan import add_plan_parser
 
     add_plan_parser(sub)
+    from rlcurr.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)
     args = parser.parse_args(argv)
     try:
-        args.fn(args)
+        code = args.fn(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

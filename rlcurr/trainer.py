@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import ray
+import yaml
 
 from rlcurr.algos.advantages import group_advantages
 from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, find_latest_checkpoint, load_state,
@@ -44,11 +45,25 @@ from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
 from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
+from rlcurr.rollout.context import rollout_model_len
 from rlcurr.rollout.multiturn import generate_with_tools
 from rlcurr.rollout.pool import RolloutPool, placement
+from rlcurr.rollout.weight_transfer import WeightSync, requested_path, transfer_backend
 from rlcurr.rollout.worker import RolloutWorker
 from rlcurr.types import BatchPlan, Completion, GenRequest, PlannedPrompt, Prompt, Rollout, ScoredGroup, TrainSample
 from rlcurr import metrics as M
+
+
+def is_run_directory(path: Path) -> bool:
+    """Whether `path` holds an rlcurr run: a metrics.jsonl, or a config.yaml that is a recipe
+    (a mapping with `model` and `trainer` sections: what `dump_config` writes)."""
+    if (path / "metrics.jsonl").is_file():
+        return True
+    try:
+        data = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and {"model", "trainer"} <= set(data)
 
 
 class Trainer:
@@ -60,6 +75,8 @@ class Trainer:
         check_tool_support(cfg, self.env)
         self.model_dir = prepare_model(cfg, self.env, log=log)
         self.tokenizer = load_tokenizer(self.model_dir)
+        # vLLM's context: the longest prompt + max_tokens; a model too short for them is refused here
+        self.max_model_len = rollout_model_len(cfg, self.env, self.tokenizer, self.model_dir)
         chat = has_chat_template(self.tokenizer)
         self.rewards = RewardRunner(reward_specs(cfg.rewards, self.env.default_rewards), cfg.reward, conversational=chat)
         # Eval accuracy = the environment's own verifier (its first default reward) > 0.
@@ -84,6 +101,10 @@ class Trainer:
             if not self.cfg.trainer.overwrite:
                 raise UserError(f"run directory {self.run_dir} already exists; pass trainer.overwrite=true "
                                 f"or choose another trainer.output_dir")
+            if not is_run_directory(self.run_dir):  # overwrite deletes: never a directory rlcurr did not write
+                raise UserError(f"trainer.overwrite: {self.run_dir} is not an rlcurr run directory (no config.yaml "
+                                f"or metrics.jsonl of a run in it); refusing to delete it. Choose another "
+                                f"trainer.output_dir")
             shutil.rmtree(self.run_dir)
         if not resume:
             first = 0
@@ -102,11 +123,16 @@ class Trainer:
 
         rollout_threads, learner_threads = cpu_threads(c, ray.cluster_resources().get("GPU", 0) > 0)
 
+        # vLLM engines on GPUs take weights through vLLM's weight transfer (rlcurr.rollout.weight_transfer)
+        transfer = transfer_backend(r.engine, gpus=ray.cluster_resources().get("GPU", 0) > 0, colocate=res.colocate,
+                                    num_rollout=r.num_workers, num_learner=c.learner.num_workers,
+                                    requested=requested_path())
+
         def rollout_worker(i: int):  # also called by the pool to replace a worker that died
             return RolloutWorker.options(**self.placement.rollout[i]).remote(
                 r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=rollout_threads,
                 gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
-                sleep_mode=res.colocate)
+                sleep_mode=res.colocate, max_model_len=self.max_model_len, weight_transfer=transfer)
 
         self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
@@ -116,6 +142,9 @@ class Trainer:
                                         colocate=res.colocate, log=self.log)
         # Every engine on the learner's node: weights go through one shared-memory file, not Ray's store
         self.shared_sync = self.rollout_pool.node_ids() == {self.learner.node_id()}
+        self.weight_sync = WeightSync(self.learner, self.rollout_pool, backend=transfer, shared=self.shared_sync,
+                                      engine_copies=self.rollout_pool.weight_file_writers(),
+                                      tensor_parallel_size=r.tensor_parallel_size, log=self.log)
         self.version = first
         if first > 0:
             self._restore(first - 1)
@@ -224,13 +253,14 @@ class Trainer:
             self.ahead.append(self.collect_batch(t + k, t, timer))     # 1-6 for step t + k, during 8
         with timer("learn"):                                                 # 8 learn
             learn = self.learner.result(update) if update else {}
+        sync_stats = {}
         with timer("sync"):
             self.rollout_pool.wake_up()
             if samples:
-                self.sync()                                                  # 9 sync
+                sync_stats = self.sync()                                     # 9 sync
         self.version = t + 1
-        metrics = {"step": t, **batch.metrics, **d3s_stats, **learn, "rollout/restarts": self.rollout_pool.restarts,
-                   "async/lag": t - batch.policy_version}
+        metrics = {"step": t, **batch.metrics, **d3s_stats, **learn, **sync_stats,
+                   "rollout/restarts": self.rollout_pool.restarts, "async/lag": t - batch.policy_version}
         metrics.update(timer.as_metrics())  # time/step leaves evaluation out
         metrics["tokens_per_s"] = metrics.get("tokens", 0) / metrics["time/step"]
         metrics["time/outside_gen_learn_frac"] = outside_share(metrics, asynchronous=k > 0)
@@ -498,14 +528,16 @@ class Trainer:
         self.controller.observe_filter(kept, dropped)
         return kept, len(dropped)
 
-    def sync(self, wait: bool = False) -> None:
-        """Rank 0's weights as an ObjectRef, never fetched here: each rollout worker resolves it
-        from the learner actor's object store (no copy through the driver); on one node the ref
-        holds only the layout of a shared-memory file rank 0 wrote them to. Not waited for: each
-        engine loads them before its next request (the pool's next call raises a failed load).
-        The file is rewritten only by the next sync, which first waits for every engine's load."""
-        self.rollout_pool.settle()
-        self.rollout_pool.load_weights(self.learner.weights_ref(shared=self.shared_sync), wait=wait)
+    def sync(self, wait: bool = False) -> dict[str, float]:
+        """Rank 0's weights to every rollout engine (rlcurr.rollout.weight_transfer.WeightSync);
+        returns the sync's metrics (`sync/path_<path>`, `sync/seconds`, `sync/gbytes`). vLLM's
+        weight transfer (GPUs) puts them into the engines before returning. Otherwise an ObjectRef,
+        never fetched here: each rollout worker resolves it from the learner actor's object store
+        (no copy through the driver); on one node, with room in /dev/shm, the ref holds only the
+        layout of a shared-memory file rank 0 wrote them to. Not waited for: each engine loads them
+        before its next request (the pool's next call raises a failed load). The file is rewritten
+        only by the next sync, which first waits for every engine's load."""
+        return self.weight_sync.sync(wait=wait)
 
     # ------------------------------------------------------------------ evaluation
 

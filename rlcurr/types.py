@@ -28,8 +28,9 @@ class GenRequest:
 
     `temperatures` (EAD, METHODS 7): the temperature of each answer position, used instead of
     `temperature` (positions past its end use its last value); HF engine only.
-    `stop`: generation also ends when the answer's text ends with one of these strings (the
-    string stays in the answer, as vLLM's include_stop_str_in_output); multi-turn tool calls.
+    `stop`: generation also ends with the token that completes one of these strings (the string
+    stays in the answer, and the text may run past it by the rest of that token: the text is
+    always the decoding of the token ids; rlcurr.rollout.stop_strings); multi-turn tool calls.
     """
 
     prompt_ids: list[int]

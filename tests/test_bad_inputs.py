@@ -185,3 +185,23 @@ def test_bad_reward_file(cli, tmp_path, name, content):
     recipe = _recipe(tmp_path, rewards=[{"name": f"{path}:fn"}])
     out = (_subprocess if name == "syntax.py" else cli)("train", str(recipe))
     _assert_clean(out, path, tmp_path / "run")
+
+
+# ---------------------------------------------------------------- trainer.overwrite
+
+
+@pytest.mark.parametrize("content", [None, "model: {tiny: {}}\n"], ids=["no_config", "config_not_a_run"])
+def test_overwrite_refuses_a_directory_that_is_not_a_run(cli, tmp_path, content):
+    """trainer.overwrite deletes the output directory: one that rlcurr did not write (no
+    metrics.jsonl, no run config.yaml; e.g. trainer.output_dir=.) is refused, and kept whole."""
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    if content is not None:
+        (target / "config.yaml").write_text(content)
+    out = cli("train", str(_recipe(tmp_path)), f"trainer.output_dir={target}", "trainer.overwrite=true")
+    both = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in both
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(target) in errors[0] and "not an rlcurr run directory" in errors[0], both[-2000:]
+    assert (target / "notes.txt").read_text() == "keep me"

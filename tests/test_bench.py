@@ -47,6 +47,32 @@ def test_mfu_script_runs_on_cpu():
     assert r["tokens_per_s"] > 0 and r["params"] > 0 and "mfu" not in r   # no peak known for a CPU
 
 
+def test_rlcurr_learner_bench_smoke_counts_one_pass_and_shared_prompts(tmp_path, monkeypatch):
+    from bench import gpu_learner_rlcurr as rl
+
+    monkeypatch.setattr(C, "RESULTS", tmp_path)  # a smoke run must write nothing
+    r = rl.main(["--cpu-smoke"])
+    assert list(tmp_path.iterdir()) == []
+    # Smoke shape (mfu.SMOKE): D=64, L=2, H=4 heads of d_head=16, 2 kv heads (32 dims), MLP 128, V=1000, tied.
+    # Per layer: q 64*64+64 = 4160, k+v 2*(64*32+32) = 4160, o 64*64 = 4096, MLP 3*64*128 = 24576,
+    # 2 norms 128 -> 37120; N = 1000*64 + 2*37120 + 64 = 138304, N_body = N - V*D = 74304.
+    # Batch: 2 prompts x 2 answers, prompt 8 + answer 16 (S = 24): model tokens 2*8 + 4*16 = 80
+    # (each prompt once), answer tokens 64; attention 12*L*H*d_head*S = 12*2*4*16*24 = 36864 per token.
+    # FLOPs/step = 80 * (6*74304 + 36864) + 64 * 6*1000*64 = 38,615,040 + 24,576,000 = 63,191,040.
+    f = r["flops"]
+    assert f["params"] == r["rlcurr"]["params"] == 138_304
+    assert f["flops_per_step"] == 63_191_040 and f["flops_per_model_token"] == 63_191_040 / 80
+    for seen in r["rlcurr"]["inputs_per_step"]:
+        # old logprobs reused: one forward (with gradients) per micro-batch of one group, none without;
+        # each group's answers follow one copy of its prompt: 2 x (8 + 2*16) = 80 tokens, no padding
+        assert seen == {"real_tokens": 80, "slots": 80, "grad_forwards": 2, "no_grad_forwards": 0}
+    figures = r["rlcurr"]["figures"]
+    assert figures["batch_tokens_per_s"]["median"] > 0 and figures["through_model_tokens_per_s"]["median"] > 0
+    assert r["plain_torch"]["figures"]["tokens_per_s"]["median"] > 0 and r["rlcurr"]["skipped_answers_frac"] == 0
+    assert math.isfinite(r["rlcurr"]["loss"]) and r["rlcurr"]["grad_norm"] > 0
+    assert r["mfu_ratio"] is None and r["memory_estimate"]["total_gib"] > 0   # no peak known for a CPU
+
+
 def test_bootstrap_interval_brackets_the_mean_and_collapses_for_constant_values():
     lo, hi = C.bootstrap_ci([0.5, 0.6, 0.7, 0.8, 0.9])
     assert 0.5 <= lo < 0.7 < hi <= 0.9           # mean 0.7 inside, never beyond the extremes

@@ -1,5 +1,9 @@
 """Weight sync through a shared-memory file (rlcurr.rollout.shared_weights): layout, round trip,
-rewrites seen by a reader that mapped the file once, stale files of dead processes removed."""
+rewrites seen by a reader that mapped the file once, stale files of dead processes removed, and
+no file at all when the directory lacks room for it and the engines' copies (`os.statvfs` patched)."""
+
+import os
+from types import SimpleNamespace
 
 import torch
 
@@ -42,3 +46,46 @@ def test_files_of_dead_processes_are_removed(tmp_path, monkeypatch):
     mine.write_bytes(b"x")
     SW.new_path()
     assert not dead.exists() and mine.exists()
+
+
+def _statvfs_with_free(free_bytes: int):
+    real = os.statvfs
+
+    def fake(path):
+        st = real(path)
+        return SimpleNamespace(f_bavail=free_bytes // st.f_frsize, f_frsize=st.f_frsize)
+
+    return fake
+
+
+def _big():
+    return [("a.weight", torch.randn(256, 256)), ("b.bias", torch.randn(256))]
+
+
+def test_shared_file_needs_room_for_itself_and_the_engine_copies(tmp_path, monkeypatch):
+    monkeypatch.setattr(SW, "SHM_DIR", tmp_path)
+    nbytes = SW.layout_for(_big(), "").nbytes
+    writer = SW.SharedWeightsWriter()
+    try:
+        # room for the file and one copy, not for the file and two copies
+        monkeypatch.setattr(os, "statvfs", _statvfs_with_free(2 * nbytes + SW.SHM_HEADROOM + 4096))
+        assert writer.write(_big(), engine_copies=2) is None
+        assert not any(tmp_path.iterdir())  # nothing was mapped: no SIGBUS possible
+        assert writer.room.needed == 3 * nbytes and not writer.room.enough
+        assert writer.write(_big(), engine_copies=1) is not None
+        # a rewrite only needs room for the copies (the file's pages are there already)
+        monkeypatch.setattr(os, "statvfs", _statvfs_with_free(nbytes + SW.SHM_HEADROOM + 4096))
+        assert writer.write(_big(), engine_copies=1) is not None and writer.room.needed == nbytes
+        assert writer.write(_big(), engine_copies=2) is None
+        assert not any(tmp_path.iterdir())  # a fallback closes the file: its pages go back
+    finally:
+        writer.close()
+    line = writer.room.shortage("the weights file")
+    assert str(tmp_path) in line and f"needs {2 * nbytes} bytes" in line
+
+
+def test_shm_directory_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(SW.SHM_DIR_ENV, str(tmp_path))
+    assert SW.shm_dir() == tmp_path and SW.new_path().startswith(str(tmp_path))
+    assert SW.room(10).directory == str(tmp_path)
+    assert SW.room(10, tmp_path / "missing").free is None and not SW.room(10, tmp_path / "missing").enough

@@ -45,6 +45,7 @@ class LearnerGroup:
                 model_path, learner_cfg, algo_cfg, total_steps, dtype=dtype, lora_cfg=lora_cfg, seed=seed,
                 threads=threads, temperature=temperature, response_limit=response_limit)
             for rank in range(n)]
+        self.transfer_ranks: list = []  # the ranks in vLLM's weight transfer (start_weight_transfer)
         if n > 1:
             addr, port = ray.get(self.workers[0].rendezvous_address.remote())
             ray.get([w.init_process_group.remote(rank, n, addr, port) for rank, w in enumerate(self.workers)])
@@ -71,20 +72,42 @@ class LearnerGroup:
     def named_weights(self):
         return self._rank0("named_weights")
 
-    def weights_ref(self, shared: bool = False) -> "ray.ObjectRef":
+    def weights_ref(self, shared: bool = False, engine_copies: int = 0) -> tuple[ray.ObjectRef, ray.ObjectRef]:
         """Rank 0's named weights as an object reference, not fetched: rollout workers resolve it
         straight from the learner actor's object store, with no copy through the driver. With
         `shared` (every engine on rank 0's node), the reference holds only the layout of the
-        shared-memory file rank 0 wrote them to (rlcurr.rollout.shared_weights)."""
+        shared-memory file rank 0 wrote them to (rlcurr.rollout.shared_weights), when /dev/shm has
+        room for it and for the `engine_copies` copies engines write next to it. Also a reference
+        to a small dict saying which it was (see `LearnerWorker.engine_weights`)."""
         workers = self.workers if self.collective else self.workers[:1]
-        refs = [(w.shared_weights if shared else w.named_weights).remote() for w in workers]
-        ray.wait(refs, num_returns=len(refs))  # FSDP: every rank has finished the collective
-        return refs[0]
+        pairs = [w.engine_weights.remote(shared, engine_copies) for w in workers]
+        ray.wait([ref for pair in pairs for ref in pair], num_returns=2 * len(pairs))  # FSDP: the collective is over
+        return pairs[0]
 
     def close_shared_weights(self) -> None:
         """Remove the shared-memory weights file (end of a run; a killed run's file is removed
         by the next run on the node)."""
         ray.get([w.close_shared_weights.remote() for w in self.workers])
+
+    def start_weight_transfer(self, backend: str, rollout_workers: list, tensor_parallel_size: int, dtype: str) -> None:
+        """Join every rollout engine in vLLM's weight transfer (rlcurr.rollout.weight_transfer);
+        `dtype`: the engines' dtype, the one the weights are sent in. Rank 0 sends; the other ranks
+        take part where the send is a collective for them too (FSDP gathers, ipc handles)."""
+        every = self.collective or backend == "ipc"
+        self.transfer_ranks = self.workers if every else self.workers[:1]
+        addr, port = ray.get(self.workers[0].rendezvous_address.remote())
+        ray.get([w.start_weight_transfer.remote(backend, rank, rollout_workers, tensor_parallel_size, dtype, addr, port)
+                 for rank, w in enumerate(self.transfer_ranks)])
+
+    def send_weights(self) -> int:
+        """Rank 0's weights into every engine (they hold them when this returns); the bytes sent."""
+        if not self.transfer_ranks:
+            raise RuntimeError("send_weights before start_weight_transfer")
+        return ray.get([w.send_weights.remote() for w in self.transfer_ranks])[0]
+
+    def stop_weight_transfer(self) -> None:
+        ray.get([w.stop_weight_transfer.remote() for w in self.transfer_ranks])
+        self.transfer_ranks = []
 
     def node_id(self) -> str:
         """The node rank 0 runs on."""

@@ -21,6 +21,9 @@ Answers are not the same draws as the earlier torch.multinomial engine's for the
 
 EOS, as vLLM: an answer stops on any id of the model's generation_config.json `eos_token_id` (an
 int or a list, e.g. Llama 3's end-of-turn and end-of-text) or the tokenizer's eos_token_id.
+Stop strings: checked after every token with rlcurr.rollout.stop_strings (the rule both engines
+share): the answer ends with the token that completes a stop string, also one that holds the
+string and more (a merged "]=" for the stop "]"), and its text is the decoding of its token ids.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Iterable
 import torch
 
 from rlcurr.learner.models import load_causal_lm, load_tokenizer
+from rlcurr.rollout.stop_strings import find_stop
 from rlcurr.types import Completion, GenRequest
 
 
@@ -200,15 +204,19 @@ class HFEngine:
         return past, mask_UP[prompt_of_B], position_UP[prompt_of_B, -1] + 1, out.logits[prompt_of_B, -1]
 
     def _stop_strings(self, reqs: list[GenRequest], tokens: list[torch.Tensor], live_B: torch.Tensor):
-        """(row, stop string) for each live row whose text now ends with one of its request's stop
-        strings. Only the last max(len(stop)) tokens are decoded: a token is at least one character."""
+        """(row, stop string) for each live row whose newest token completes one of its request's
+        stop strings, wherever in the token the string ends (`find_stop`). Only the row's last
+        max(len(stop)) + 1 tokens are decoded: the tokens before the newest held no stop string."""
         for b, r in enumerate(reqs):
             if r.stop and bool(live_B[b]):
-                tail = self.tokenizer.decode([int(tok_B[b]) for tok_B in tokens[-max(map(len, r.stop)):]],
-                                             skip_special_tokens=True)
-                hit = next((s for s in r.stop if tail.endswith(s)), None)
+                tail = [int(tok_B[b]) for tok_B in tokens[-(max(map(len, r.stop)) + 1):]]
+                hit = find_stop(tail, self._decode, r.stop, clear=len(tail) - 1)
                 if hit is not None:
-                    yield b, hit
+                    yield b, hit[1]
+
+    def _decode(self, ids: list[int]) -> str:
+        """An answer's text: what `Completion.text` holds and stop strings are searched in."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _completion(self, b: int, tokens: list[torch.Tensor], logprobs: list[torch.Tensor], max_new: int,
                     stop_reason: str | None = None) -> Completion:
@@ -221,7 +229,7 @@ class HFEngine:
             if ids[-1] in self.eos_ids:
                 break
         finish = "stop" if stop_reason is not None or (ids and ids[-1] in self.eos_ids) else "length"
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self._decode(ids)  # the whole of the last token, past a stop string inside it
         return Completion(token_ids=ids, logprobs=lps, finish_reason=finish, text=text, stop_reason=stop_reason)
 
     def get_rng_state(self) -> list[int]:

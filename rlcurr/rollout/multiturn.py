@@ -3,9 +3,14 @@
 An environment with a tool (`Environment.tool_stop` non-empty, see envs/base.py) ends a tool call
 with one of its stop strings (e.g. "]" after "[37*24"). Each round, every answer that stopped on
 a stop string is handed to `env.turn(prompt, trajectory)`, which parses the call and returns the
-tool's output as text (or None: the answer ends there). The output's tokens are appended to the
-answer and the model continues from prompt + everything so far, as a new request with the
-answer's remaining token budget. Up to `env.max_turns` model turns per answer.
+tool's output as text (or None: the answer ends there). `trajectory` ends exactly with the stop
+string: a model turn ends with the token that completed it and its text is that token's whole
+decoding (rlcurr.rollout.stop_strings), so with a merged token ("]=" completing "]") the turn's
+text runs past the stop string; the tool reads the trajectory cut right after the string, while
+the rest of the token ("=") stays in the answer, before the tool output, as the model wrote it.
+The output's tokens are appended to the answer and the model continues from prompt + everything
+so far, as a new request with the answer's remaining token budget. Up to `env.max_turns` model
+turns per answer.
 
 What the answer is afterwards (one `Completion` per answer, as single-turn):
 - `token_ids`: model turns and tool outputs in order, exactly the ids the model was conditioned
@@ -29,6 +34,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rlcurr.rollout.stop_strings import through_stop
 from rlcurr.types import Completion, GenRequest, Prompt
 
 
@@ -49,6 +55,12 @@ class Trajectory:
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def call(self) -> str:
+        """What the tool reads: the trajectory up to the end of the stop string that ended the last
+        model turn, without the rest of the token that completed it."""
+        return "".join(self.pieces[:-1]) + through_stop(self.pieces[-1], self.stop_reason)
 
     @property
     def room(self) -> int:
@@ -102,7 +114,7 @@ def _call_tool(traj: Trajectory, env, tokenize: Callable[[str], list[int]]) -> b
     output; True when the answer should continue with another model turn."""
     if traj.stop_reason is None or traj.turns >= env.max_turns:
         return False
-    output = env.turn(traj.prompt, traj.text)
+    output = env.turn(traj.prompt, traj.call)
     if output is None:
         return False
     ids = tokenize(output)

@@ -11,7 +11,11 @@
   An exception raised *inside* a worker (`RayTaskError`, e.g. a bad request) is not a fault
   and is raised at once.
 - Weights: `load_weights` puts the tensors in the object store once and every worker loads the
-  same ObjectRef; the pool keeps that ref for replacements.
+  same ObjectRef; the pool keeps that ref for replacements. Weights that went to the engines
+  directly (vLLM weight transfer, rlcurr.rollout.weight_transfer) leave no ref: then
+  `weights_sent_directly(fetch)` gives the pool a way to get the learner's current weights, and a
+  replacement loads those. A warning an engine returns from a load (e.g. its weight copy went to
+  a regular temp dir, /dev/shm being too small) is logged once.
 - RNG: `get_rng_state()` is one engine sampling-RNG state per worker (checkpointed by the
   trainer), `set_rng_state(states)` restores them on resume. A replacement worker starts from its
   seed, not from the dead worker's RNG state (its share is still retried, just drawn anew).
@@ -55,6 +59,8 @@ class RolloutPool:
         self.workers = [make_worker(i) for i in range(num_workers)]
         ray.get([w.ping.remote() for w in self.workers])
         self.weights: ray.ObjectRef | None = None  # the last synced weights, for replacements
+        self.latest_weights: Callable[[], ray.ObjectRef] | None = None  # else how to get them (direct sync)
+        self.load_warned = False
         self.restarts = 0  # over the pool's life, logged as rollout/restarts
         self.engine_seconds = 0.0  # wall time of the last generate, as the slowest worker's engine saw it
         self.asleep = False
@@ -79,17 +85,40 @@ class RolloutPool:
             self.loading = {i: submit(i) for i in range(len(self.workers))}
             return
         # a replacement started during this call already loaded self.weights; loading twice is harmless
-        self._call(range(len(self.workers)), submit)
+        for note in self._call(range(len(self.workers)), submit):
+            self._load_note(note)
+
+    def weights_sent_directly(self, fetch: Callable[[], ray.ObjectRef]) -> None:
+        """The engines got the latest weights without the object store (vLLM weight transfer);
+        `fetch()` returns a ref to the learner's current weights for a replacement worker."""
+        self.weights, self.latest_weights = None, fetch
+
+    def stop_weight_transfer(self) -> None:
+        """Every engine releases its side of vLLM's weight transfer (the learner left it)."""
+        self._call(range(len(self.workers)),
+                   lambda i: self.workers[i].weight_transfer.remote("shutdown_weight_transfer_engine"))
+
+    def engine_dtype(self) -> str:
+        """The rollout engines' dtype (worker 0's; they are all built alike)."""
+        return self._call([0], lambda i: self.workers[i].engine_dtype.remote())[0]
+
+    def weight_file_writers(self) -> int:
+        """How many engines write their own copy of the weights to load them."""
+        return sum(self._call(range(len(self.workers)), lambda i: self.workers[i].writes_weight_file.remote()))
+
+    def _load_note(self, note: str | None) -> None:
+        if note and not self.load_warned:
+            self.load_warned = True
+            self.log(note)
 
     def settle(self) -> None:
         """Wait for weight loads submitted without waiting (a failed one is raised here)."""
         self._wait(self._take_loading())
 
-    @staticmethod
-    def _wait(loads: dict[int, ray.ObjectRef]) -> None:
+    def _wait(self, loads: dict[int, ray.ObjectRef]) -> None:
         for ref in loads.values():
             try:
-                ray.get(ref)
+                self._load_note(ray.get(ref))
             except RayActorError:  # a dead worker: found and replaced by the next call to it
                 pass
 
@@ -158,8 +187,10 @@ class RolloutPool:
         t0 = time.perf_counter()
         worker = self.make_worker(i)
         ray.get(worker.ping.remote())
-        if self.weights is not None:
-            ray.get(worker.load_weights.remote(self.weights))
+        weights = self.weights if self.weights is not None else (
+            self.latest_weights() if self.latest_weights is not None else None)
+        if weights is not None:
+            self._load_note(ray.get(worker.load_weights.remote(weights)))
         if self.asleep:
             ray.get(worker.sleep.remote())
         self.workers[i] = worker
