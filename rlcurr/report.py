@@ -335,23 +335,45 @@ def greso_summary(run: RunData) -> dict[str, Any] | None:
 def prompts_json(run: RunData, ranges: int = 4) -> dict[str, Any]:
     """`inspect --prompts` from curriculum.jsonl alone: per distribution, the pass-rate histogram of the
     prompts seen so far at the end of each of up to `ranges` equal step ranges, and the hardest /
-    easiest prompts of the last row."""
+    easiest prompts of the last row. Runs with curriculum.learnability add, per distribution and range,
+    `learnability`: prompts picked in the range and the mean of their posterior pass rates at pick
+    time, prompts with a posterior and the histogram of posterior means at the range's end; and at the
+    top level the rule and the counts of a seeded prior (None without learnability)."""
     rows = [r for r in run.curriculum if isinstance(r.get("prompts"), dict)]
     if not rows:
         return {"ranges": [], "distributions": {}}
     k = min(ranges, len(rows))
-    bounds = [(rows[len(rows) * i // k], rows[len(rows) * (i + 1) // k - 1]) for i in range(k)]
+    spans = [rows[len(rows) * i // k: len(rows) * (i + 1) // k] for i in range(k)]
     names = list(run.distributions) + [d for d in rows[-1]["prompts"] if d not in run.distributions]
+    learn_rows = [r for r in rows if isinstance(r.get("learnability"), dict)]
     out = {}
     for d in names:
         per = []
-        for first, last in bounds:
-            x = last["prompts"].get(d) or {}
-            per.append({"steps": [first["step"], last["step"]], "seen": x.get("seen"),
+        for span in spans:
+            x = span[-1]["prompts"].get(d) or {}
+            per.append({"steps": [span[0]["step"], span[-1]["step"]], "seen": x.get("seen"),
                         "pass_hist": x.get("pass_hist"), "zero_var_share": _num(x.get("zero_var_share"))})
         x = rows[-1]["prompts"].get(d) or {}
-        out[d] = {"over_time": per, "hardest": x.get("hardest") or [], "easiest": x.get("easiest") or []}
-    return {"ranges": [[a["step"], b["step"]] for a, b in bounds], "at_step": rows[-1]["step"], "distributions": out}
+        out[d] = {"over_time": per, "hardest": x.get("hardest") or [], "easiest": x.get("easiest") or [],
+                  "learnability": [_learn_span(span, d) for span in spans] if learn_rows else None}
+    learn = None
+    if learn_rows:
+        last = learn_rows[-1]["learnability"]
+        learn = {"rule": last.get("rule"), "prior": last.get("prior")}
+    return {"ranges": [[s[0]["step"], s[-1]["step"]] for s in spans], "at_step": rows[-1]["step"],
+            "learnability": learn, "distributions": out}
+
+
+def _learn_span(span: list[dict[str, Any]], d: str) -> dict[str, Any]:
+    """One distribution's learnability columns over the rows of one step range (see prompts_json)."""
+    xs = [(r["learnability"].get("distributions") or {}).get(d) or {} for r in span
+          if isinstance(r.get("learnability"), dict)]
+    picked = [(int(x.get("picked") or 0), _num(x.get("picked_mean"))) for x in xs]
+    n = sum(c for c, m in picked if m is not None)
+    last = xs[-1] if xs else {}
+    return {"steps": [span[0]["step"], span[-1]["step"]], "picked": sum(c for c, _ in picked),
+            "picked_mean": sum(c * m for c, m in picked if m is not None) / n if n else None,
+            "tracked": last.get("tracked"), "mean_hist": last.get("mean_hist")}
 
 
 # ---------------------------------------------------------------- terminal
@@ -433,6 +455,24 @@ def print_prompts(run: RunData, console=None, ranges: int = 4) -> None:
         console.print(t)
         fmt = lambda lst: ", ".join(f"{u} {_f(v, 2)}" for u, v in lst) or "-"  # noqa: E731
         console.print(f"  hardest: {fmt(x['hardest'])}\n  easiest: {fmt(x['easiest'])}  (step {p['at_step']})")
+        if x.get("learnability"):
+            console.print(_learn_table(d, p["learnability"], x["learnability"]))
+    prior = (p.get("learnability") or {}).get("prior")
+    if prior:
+        console.print(f"learnability prior: {prior.get('seeded')} prompts seeded from a profile, "
+                      f"{prior.get('ignored')} ignored")
+
+
+def _learn_table(d: str, learn: dict[str, Any], spans: list[dict[str, Any]]):
+    bins = max((len(r["mean_hist"] or []) for r in spans), default=0)
+    cols = [f"{i / bins:.1f}-{(i + 1) / bins:.1f}" for i in range(bins)] if bins else []
+    t = _table(f"{d}: learnability ({learn.get('rule')}), prompts by posterior mean pass rate", "steps",
+               [*cols, "tracked", "picked", "picked mean"])
+    for r in spans:
+        hist = r["mean_hist"] or []
+        t.add_row(f"{r['steps'][0]}-{r['steps'][1]}", *[_f(hist[i]) if i < len(hist) else "-" for i in range(bins)],
+                  _f(r["tracked"]), _f(r["picked"]), _f(r["picked_mean"], 2))
+    return t
 
 
 def _table(title: str, first: str, columns: list[str], show_header: bool = True):

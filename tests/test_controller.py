@@ -124,7 +124,7 @@ def test_observe_ignores_off_policy_and_fills_missing_advantages():
 
 
 def test_record_is_json_and_complete():
-    cfg = CurriculumConfig(sampler="ucb", guidance={}, dynamic_sampling={}, d3s={}, budget={})
+    cfg = CurriculumConfig(sampler="ucb", guidance={}, dynamic_sampling={}, d3s={}, budget={}, learnability={})
     ctrl = make(cfg)
     plan = ctrl.plan(0)
     groups = groups_for(plan, np.random.default_rng(0))
@@ -143,6 +143,10 @@ def test_record_is_json_and_complete():
         rec["hints"]["step"]["hard"]["groups"] == 6
     assert rec["d3s"] == {"n": 0.5, "k": 0.5}
     assert rec["budget"]["default"] == 256
+    # learnability: the 6 planned prompts were picked by it, and all 6 observed groups have posteriors
+    learn = rec["learnability"]["distributions"]
+    assert rec["learnability"]["rule"] == "mopps" and sum(v["picked"] for v in learn.values()) == 6
+    assert sum(v["tracked"] for v in learn.values()) == len({g.prompt.uid for g in groups})
     # a new step resets the per-step parts
     ctrl.plan(1)
     assert ctrl.record(1)["filter"]["rounds"] == 0

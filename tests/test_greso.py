@@ -29,6 +29,64 @@ def test_skip_probability_by_hand():
     assert g.skip_probability(2, "hard") == pytest.approx(0.36)
 
 
+def test_skip_probability_keeps_the_authors_floor():
+    # the authors' code skips with 1 - max(p^z, 0.01) (presampling_selector.py, *_probabilistic_skip):
+    # p = 0.5, z = 10 -> 0.5^10 = 0.000977 < 0.01 -> 1 - 0.01 = 0.99 (no floor: 0.99902)
+    g = Greso(GresoConfig())
+    assert g.skip_probability(10, "hard") == pytest.approx(0.99)
+    assert g.skip_probability(10, "easy") == pytest.approx(0.99)
+    # z = 6: 0.5^6 = 0.015625 > 0.01 -> 0.984375, the floor does not bite
+    assert g.skip_probability(6, "easy") == pytest.approx(0.984375)
+    assert Greso(GresoConfig(keep_floor=0.0)).skip_probability(10, "hard") == pytest.approx(1 - 0.5 ** 10)
+
+
+def test_a_change_of_kind_restarts_the_streak():
+    # the authors count consecutive groups of one kind (all-correct or all-wrong) from the latest back:
+    # hard, hard, easy -> z = 1 easy -> skip 1 - 0.5^1 = 0.5 (counting across kinds: z = 3 -> 0.875)
+    mem = PromptMemory()
+    p = P("q")
+    for t, r in enumerate([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]):
+        mem.update(t, G(p, r))
+    assert mem.streak("q") == (1, "easy")
+    g = Greso(GresoConfig(p_easy=0.5, p_hard=0.5))
+    assert g.skip_probability(*mem.streak("q")) == 0.5
+    # easy again -> z = 2 easy -> 1 - 0.25 = 0.75; then hard -> z = 1 hard -> 0.5
+    mem.update(3, G(p, [1, 1]))
+    assert mem.streak("q") == (2, "easy") and g.skip_probability(*mem.streak("q")) == 0.75
+    mem.update(4, G(p, [0, 0, 0]))
+    assert mem.streak("q") == (1, "hard") and g.skip_probability(*mem.streak("q")) == 0.5
+
+
+class FixedUniforms:
+    """A stand-in rng whose random() returns the given numbers in order."""
+
+    def __init__(self, *u):
+        self.u = list(u)
+
+    def random(self):
+        return self.u.pop(0)
+
+
+def test_screen_drops_streaky_candidates_and_takes_back_when_short():
+    mem = PromptMemory()
+    a, b, c = P("a"), P("b"), P("c")
+    mem.update(0, G(a, [1, 1, 1, 1]))   # a: z = 1 easy -> q = 1 - 0.5 = 0.5
+    mem.update(0, G(b, [1, 0, 1, 0]))   # b: mixed -> q = 0, no uniform drawn
+    mem.update(0, G(c, [0, 0, 0, 0]))
+    mem.update(1, G(c, [0, 0, 0, 0]))   # c: z = 2 hard -> q = 1 - 0.25 = 0.75
+    # uniforms 0.3 (a: 0.3 < 0.5 dropped), 0.7 (c: 0.7 < 0.75 dropped)
+    g = Greso(GresoConfig())
+    assert g.screen("d", [a, b, c], mem, FixedUniforms(0.3, 0.7), need=1) == [1]
+    assert g.skipped == {"d": 2}
+    # need 2: one survivor only, so the first dropped one (a) is taken back; one skip counted
+    g.begin_step()
+    assert g.screen("d", [a, b, c], mem, FixedUniforms(0.3, 0.7), need=2) == [0, 1]
+    assert g.skipped == {"d": 1}
+    # uniforms 0.6 (a kept: 0.6 >= 0.5), 0.8 (c kept): nothing dropped
+    g.begin_step()
+    assert g.screen("d", [a, b, c], mem, FixedUniforms(0.6, 0.8), need=1) == [0, 1, 2] and g.skipped == {}
+
+
 def test_p_update_by_hand():
     g = Greso(GresoConfig())  # p 0.5/0.5, target 0.25 -> easy 0.25/3 = 0.0833, hard 0.5/3 = 0.1667, step 0.01
     # 6 groups: 1 all-correct (1/6 = 0.167 >= 0.0833: skip more, p_easy 0.49),

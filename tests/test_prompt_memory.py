@@ -43,8 +43,8 @@ def test_memory_updates_by_hand():
     assert r["drawn"] == 4 and r["ema"] == 0.53125
     assert (r["streak"], r["kind"], r["last_mixed"]) == (2, "hard", 0)
     assert m.steps_since_mixed("q", 5) == 5
-    m.update(4, G(p, [1, 1, 1]))      # all correct: streak 3, the latest kind is easy
-    assert m.streak("q") == (3, "easy")
+    m.update(4, G(p, [1, 1, 1]))      # all correct after 2 hard: a new kind restarts the streak at 1 (GRESO)
+    assert m.streak("q") == (1, "easy")
     m.update(5, G(p, [1, 0]))
     assert m.streak("q") == (0, None) and m.steps_since_mixed("q", 5) == 0
 

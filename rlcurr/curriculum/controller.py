@@ -38,6 +38,15 @@ as before and then skips candidate prompts with a zero-variance streak (GRESO, M
 in dynamic-sampling refill plans; record() adds "prompts" (per-distribution summary), "greso"
 (p_easy, p_hard, prompts skipped this step) and "alerts" (starving / forgetting distributions).
 
+With curriculum.learnability set (learnability.py), plan() still takes a distribution per slot
+from the sampler, then the learnability sampler (MoPPS or LILO on Beta posteriors of each prompt's
+pass rate) chooses which prompts of each distribution fill its slots, instead of `_pick`: in every
+plan of a step, DAPO refills and SPEED screening rounds included, without repeating a prompt of
+the step while its distribution has others; GRESO, when also set, screens its candidates.
+record() adds "learnability" (per distribution: prompts picked and their mean posterior pass rate,
+prompts with a posterior, histogram of posterior means). `seed_prior` enters a profile of the
+starting policy into the posteriors and the per-prompt memory before training.
+
 Asynchronous trainer (trainer.max_staleness = k): plan/observe/record(s) run during trainer step
 s - k, as soon as step s's groups are scored; the trainer logs the line when step s trains, with
 the alerts recomputed (`current_alerts`) and the lag (s minus the policy version that generated
@@ -51,6 +60,7 @@ prompts actually drawn for step t.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -61,12 +71,15 @@ from rlcurr.curriculum.config import CurriculumConfig
 from rlcurr.curriculum.ead import ead_temperatures
 from rlcurr.curriculum.filters import d3s_schedule
 from rlcurr.curriculum.guidance import GuidancePolicy
+from rlcurr.curriculum.learnability import Learnability
 from rlcurr.curriculum.prompts import Alerts, Greso, PromptMemory
 from rlcurr.curriculum.samplers import DistStats, make_sampler, rng_state, set_rng_state
 from rlcurr.errors import UserError
 from rlcurr.types import BatchPlan, PlannedPrompt, Prompt, ScoredGroup
 
 STATE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def _check_names(key: str, given: list[str] | None, valid: list[str], require_all: bool = False) -> None:
@@ -132,8 +145,11 @@ class CurriculumController:
         self._observed_step: int | None = None
         self._planned = {d: 0 for d in self.names}
         self._filter = self._empty_filter()
-        self.memory = PromptMemory(cfg.prompt_memory.ema_alpha)  # per-prompt statistics (prompts.py)
+        self.memory = PromptMemory(cfg.prompts.ema_alpha)  # per-prompt statistics (prompts.py)
         self.greso = Greso(cfg.greso) if cfg.greso is not None else None
+        self.learn = Learnability(cfg.learnability) if cfg.learnability is not None else None
+        self._used: dict[str, set[int]] = {d: set() for d in self.names}  # pool indices planned this step
+        self.prior_counts: dict[str, int] | None = None  # seed_prior: prompts seeded / ignored
         self.alerts = Alerts(cfg.alerts, self.names, cfg.min_prob, self.sampler.kind in ("uniform", "weights"))
 
     # ------------------------------------------------------------------ knobs for the trainer
@@ -175,6 +191,9 @@ class CurriculumController:
             self.guidance.begin_step()
         if self.greso is not None:
             self.greso.begin_step()
+        if self.learn is not None:
+            self.learn.begin_step()
+        self._used = {d: set() for d in self.names}
 
     def _pick(self, dist: str) -> Prompt:
         pool = self.prompts[dist]
@@ -187,20 +206,91 @@ class CurriculumController:
         self._cursor[dist] += 1
         return pool[i]
 
+    def _candidates(self, dist: str, m: int) -> list[int]:
+        """Up to `m` distinct pool indices of `dist` not planned this step: the next ones of its
+        shuffled pass (the `_pick` cursor; a used-up pass is reshuffled)."""
+        pool, used = self.prompts[dist], self._used[dist]
+        m = min(m, len(pool) - len(used))
+        out: list[int] = []
+        seen: set[int] = set()
+        while len(out) < m:
+            if self._cursor[dist] >= len(self._order[dist]):
+                self._order[dist] = self.rng.permutation(len(pool)).tolist()
+                self._cursor[dist] = 0
+            i = self._order[dist][self._cursor[dist]]
+            self._cursor[dist] += 1
+            if i not in used and i not in seen:
+                out.append(i)
+                seen.add(i)
+        return out
+
+    def _learn_fill(self, dist: str, count: int) -> list[Prompt]:
+        """`count` prompts of `dist` chosen by the learnability sampler, best first (module docstring)."""
+        pool, out = self.prompts[dist], []
+        while count > 0:
+            if len(self._used[dist]) >= len(pool):  # every prompt planned this step: a new round
+                self._used[dist] = set()
+            take = min(count, len(pool) - len(self._used[dist]))
+            idx = self._candidates(dist, self.cfg.learnability.candidates * take)
+            cands = [pool[i] for i in idx]
+            if self.greso is not None:  # GRESO screens the candidates (prompts.py, Greso.screen)
+                kept = self.greso.screen(dist, cands, self.memory, self.rng, take)
+                idx, cands = [idx[j] for j in kept], [cands[j] for j in kept]
+            for j in self.learn.select(dist, cands, take, self.rng):
+                self._used[dist].add(idx[j])
+                out.append(cands[j])
+            count -= take
+        return out
+
     def plan(self, step: int, num_prompts: int | None = None) -> BatchPlan:
         """The prompts of step `step`: a distribution per slot from the sampler, then a prompt.
         `num_prompts` (default prompts_per_step) lets dynamic sampling ask for more in the same step."""
         self._begin(step)
         k = self.prompts_per_step if num_prompts is None else num_prompts
-        items = []
-        for dist in self.sampler.draw(k, self.rng):
+        dists = self.sampler.draw(k, self.rng)
+        for dist in dists:
             self._planned[dist] += 1
-            if self.greso is None:
-                prompt = self._pick(dist)
-            else:  # GRESO: skip candidates with a zero-variance streak (refill plans too)
-                prompt = self.greso.choose(dist, lambda: self._pick(dist), self.memory, self.rng)
-            items.append(PlannedPrompt(prompt, self.max_tokens_for(step, dist)))
+        if self.learn is not None:  # learnability: every slot of a distribution at once, best first
+            chosen = {d: iter(self._learn_fill(d, dists.count(d))) for d in dict.fromkeys(dists)}
+            prompts = [next(chosen[d]) for d in dists]
+        elif self.greso is None:
+            prompts = [self._pick(d) for d in dists]
+        else:  # GRESO: skip candidates with a zero-variance streak (refill plans too)
+            prompts = [self.greso.choose(d, lambda: self._pick(d), self.memory, self.rng) for d in dists]
+        items = [PlannedPrompt(p, self.max_tokens_for(step, d)) for p, d in zip(prompts, dists)]
         return BatchPlan(step=step, items=items, n=self.n, temperature=self.temperature, top_p=self.top_p)
+
+    def seed_prior(self, prior: dict[str, tuple[str, int, int]]) -> None:
+        """Enter a profile of the starting policy, uid -> (distribution, passes, answers), before
+        training: learnability posteriors Beta(alpha0 + passes, beta0 + answers - passes) and the
+        per-prompt memory (one group seen before step 0: 0/G or G/G a zero-variance group of kind
+        hard / easy, streak 1; else a mixed group; ema = passes / answers). Ignored: uids whose
+        distribution is not the controller's or (for list / tuple pools; lazy pools are not read
+        through) not in that distribution's pool, entries without answers or with passes outside
+        [0, answers], and prompts that already have a posterior and a memory record (observed, or
+        loaded from a checkpoint: call this before resuming). The counts are kept in
+        `prior_counts` ({"seeded", "ignored"}), logged, and written to curriculum.jsonl
+        (`learnability.prior`)."""
+        uids: dict[str, set[str] | None] = {}
+        seeded = ignored = 0
+        for uid, (dist, passes, answers) in prior.items():
+            if dist not in self.prompts:
+                ignored += 1
+                continue
+            if dist not in uids:
+                pool = self.prompts[dist]
+                uids[dist] = {p.uid for p in pool} if isinstance(pool, (list, tuple)) else None
+            passes, answers = int(passes), int(answers)
+            if (uids[dist] is not None and uid not in uids[dist]) or answers < 1 or not 0 <= passes <= answers:
+                ignored += 1
+                continue
+            new = self.memory.seed(uid, dist, passes, answers)
+            if self.learn is not None:
+                new = self.learn.seed(uid, dist, passes, answers) or new
+            seeded, ignored = seeded + bool(new), ignored + (not new)
+        self.prior_counts = {"seeded": seeded, "ignored": ignored}
+        log.info("curriculum prior: %d prompts seeded, %d ignored (not in the training pools or no answers)",
+                 seeded, ignored)
 
     # ------------------------------------------------------------------ observe
     def observe(self, step: int, groups: list[ScoredGroup]) -> None:
@@ -219,6 +309,8 @@ class CurriculumController:
                 raise ValueError(f"group from unknown distribution {dist!r} (known: {self.names})")
             _, zero_var, kind = self.memory.update(step, g)
             outcomes.append((zero_var, kind))
+            if self.learn is not None:
+                self.learn.update(g)
             adv = g.advantages if g.advantages is not None else group_advantages("grpo", list(g.rewards))
             s = stats.setdefault(dist, DistStats())
             s.rewards_G.append([float(r) for r in g.rewards])
@@ -266,8 +358,11 @@ class CurriculumController:
                 "rounds": self._filter["rounds"], "kept": dict(self._filter["kept"]),
                 "dropped": dict(self._filter["dropped"])},
             "d3s": None if d3s is None else {"n": d3s[0], "k": d3s[1]},
-            "prompts": self.memory.summary(self.names, self.cfg.prompt_memory.bins, self.cfg.prompt_memory.top),
+            "prompts": self.memory.summary(self.names, self.cfg.prompts.bins, self.cfg.prompts.top),
             "greso": None if self.greso is None else self.greso.report(),
+            "learnability": None if self.learn is None else {
+                "rule": self.cfg.learnability.rule, "prior": self.prior_counts,
+                "distributions": self.learn.summary(self.names)},
             "alerts": self.alerts.active({d: v["prob"] for d, v in dists.items()}),
         }
 
@@ -293,6 +388,9 @@ class CurriculumController:
             "guidance": None if self.guidance is None else self.guidance.state_dict(),
             "prompt_memory": self.memory.state_dict(),
             "greso": None if self.greso is None else self.greso.state_dict(),
+            "learnability": None if self.learn is None else {
+                **self.learn.state_dict(), "used": {d: sorted(u) for d, u in self._used.items()},
+                "prior_counts": self.prior_counts},
             "alerts": self.alerts.state_dict(),
         }
 
@@ -323,5 +421,10 @@ class CurriculumController:
             self.memory.load_state_dict(sd["prompt_memory"])
         if self.greso is not None and sd.get("greso") is not None:
             self.greso.load_state_dict(sd["greso"])
+        if self.learn is not None and sd.get("learnability") is not None:
+            ls = sd["learnability"]
+            self.learn.load_state_dict(ls)
+            self._used = {d: set(ls["used"].get(d, [])) for d in self.names}
+            self.prior_counts = ls.get("prior_counts")
         if sd.get("alerts") is not None:
             self.alerts.load_state_dict(sd["alerts"])

@@ -10,7 +10,8 @@ dynamic sampling, SPEED screening + finishing) is updated twice. Per prompt:
                group's pass rate; an answer passes when `ScoredGroup.correct[i]` (the env verifier
                scored it > 0) if the trainer set it, else when its reward > 0
 - `last_mixed` step of the last group with non-zero reward variance (None: never)
-- `streak`     number of consecutive zero-variance groups up to the latest one (0 after a mixed one)
+- `streak`     number of consecutive zero-variance groups of the same kind up to the latest one
+               (0 after a mixed one; a change of kind, e.g. hard, hard, easy, restarts it at 1)
 - `kind`       "easy" (all answers pass) / "hard" (none pass) of the latest zero-variance group,
                None when the latest group was mixed
 
@@ -19,13 +20,23 @@ reward variance to speak of: it updates `drawn` and the EMA but leaves `streak`,
 `last_mixed` alone. A group whose rewards are all equal while its `correct` flags are mixed
 (reward terms other than the verifier) is zero-variance; its kind is easy when most answers pass.
 
+`PromptMemory.seed` enters a profile of the starting policy (passes out of answers per prompt, see
+`CurriculumController.seed_prior`) as one observed group before step 0: 0/G or G/G is a
+zero-variance group of kind hard / easy (streak 1), anything else a mixed group (last_mixed = -1);
+ema = passes / answers; `drawn` stays 0 (it counts groups drawn in training). A prompt that already
+has a record is left alone.
+
 GRESO (METHODS 10; Zheng et al., "Act Only When It Pays", arXiv 2506.02177; authors' code
 Infini-AI-Lab/GRESO, verl/trainer/ppo/ray_trainer.py and train-scripts/*_greso.sh):
 
-- Skip rule (paper Sec. 4): a candidate prompt whose last z >= 1 appearances all had zero reward
-  variance is skipped with probability 1 - p^z, p = p_easy if its latest zero-variance group was
-  all-correct, p_hard if all-wrong. Here an "appearance" is one observed group (the paper counts
-  epochs; our prompts are drawn per step, with replacement for most samplers). A skipped candidate
+- Skip rule (paper Sec. 4, code `DataProfiler.easy/hard_probabilistic_skip` in
+  verl/trainer/ttis/presampling_selector.py): a candidate prompt whose last z >= 1 appearances were
+  all zero-variance groups of the same kind is skipped with probability 1 - max(p^z, keep_floor),
+  p = p_easy if they were all-correct, p_hard if all-wrong. The code's floor 0.01 (`keep_floor`)
+  keeps re-exploring a prompt however long its streak (at most a 0.99 skip); its count stops at the
+  first appearance of another kind, so hard, hard, easy is z = 1 easy (skip 1 - p_easy), not 3.
+  Here an "appearance" is one observed group (the paper counts epochs; our prompts are drawn per
+  step, with replacement for most samplers). A skipped candidate
   is replaced by the next candidate from the same distribution (the controller's `_pick`), for at
   most `max_tries` skips per slot; then the last candidate is taken anyway (bounded work when a
   distribution is all zero-variance).
@@ -38,8 +49,11 @@ Infini-AI-Lab/GRESO, verl/trainer/ppo/ray_trainer.py and train-scripts/*_greso.s
   target_zero_variance = 0.25, step 0.01, p in [0.05, 0.95].
 - Deviations: the code counts shares weighted by answers (equal to ours when every group has n
   answers) and adapts only from its second epoch on; we count groups with >= 2 answers and adapt
-  from the first observed step. The code filters a whole over-sampled batch at once; we filter per
-  slot, which composes with any distribution sampler and with DAPO refill plans.
+  from the first observed step. The code judges a group easy / hard by its mean reward (>= 0.98 /
+  <= 0.11); we by zero reward variance (kind by majority of passes). The code filters a whole
+  over-sampled batch at once; we filter per slot, which composes with any distribution sampler and
+  with DAPO refill plans. With curriculum.learnability the skip is applied to the learnability
+  sampler's candidate pool instead (`Greso.screen`, see learnability.py); max_tries is then unused.
 
 Alerts — `Alerts` keeps (a) per distribution the number of consecutive steps whose next-step
 sampling probability sat at the floor (max(min_prob, alerts.starve_prob); exact-probability
@@ -60,11 +74,17 @@ from rlcurr.types import ScoredGroup
 _DIST, _DRAWN, _EMA, _LAST_MIXED, _STREAK, _KIND, _LAST_ZV = range(7)
 
 
-def group_outcome(g: ScoredGroup) -> tuple[float, bool | None, str | None]:
-    """(pass rate, zero variance (None for a one-answer group), kind: "easy"/"hard"/None)."""
+def pass_count(g: ScoredGroup) -> tuple[int, int]:
+    """(answers that passed, answers): `correct` when the trainer set it for every answer, else reward > 0."""
     k = len(g.rewards)
     passed = list(g.correct) if g.correct is not None and len(g.correct) == k else [r > 0 for r in g.rewards]
-    rate = sum(bool(x) for x in passed) / k
+    return sum(bool(x) for x in passed), k
+
+
+def group_outcome(g: ScoredGroup) -> tuple[float, bool | None, str | None]:
+    """(pass rate, zero variance (None for a one-answer group), kind: "easy"/"hard"/None)."""
+    s, k = pass_count(g)
+    rate = s / k
     if k < 2:
         return rate, None, None
     zero_var = max(g.rewards) == min(g.rewards)
@@ -88,14 +108,28 @@ class PromptMemory:
         else:
             r[_EMA] = (1 - self.alpha) * r[_EMA] + self.alpha * rate
         r[_DRAWN] += 1
-        if zv is True:
-            r[_STREAK] += 1
+        if zv is True:  # a streak counts groups of one kind (GRESO's code); another kind restarts it
+            r[_STREAK] = r[_STREAK] + 1 if r[_KIND] == kind else 1
             r[_KIND] = kind
             r[_LAST_ZV] = True
         elif zv is False:
             r[_STREAK], r[_KIND], r[_LAST_ZV] = 0, None, False
             r[_LAST_MIXED] = step
         return rate, zv, kind
+
+    def seed(self, uid: str, distribution: str, passes: int, answers: int) -> bool:
+        """Enter a profiled prompt (`passes` of `answers` passed) as one group seen before step 0
+        (module docstring). False, and nothing changes, when `uid` has a record or answers < 1."""
+        if uid in self.rec or answers < 1:
+            return False
+        rate = passes / answers
+        r = self.rec[uid] = [distribution, 0, rate, None, 0, None, None]
+        if answers >= 2:
+            if 0 < passes < answers:
+                r[_LAST_MIXED], r[_LAST_ZV] = -1, False
+            else:
+                r[_STREAK], r[_KIND], r[_LAST_ZV] = 1, "easy" if passes == answers else "hard", True
+        return True
 
     def get(self, uid: str) -> dict[str, Any] | None:
         r = self.rec.get(uid)
@@ -155,10 +189,11 @@ class Greso:
         self.last_share: dict[str, float | None] = {"easy": None, "hard": None}
 
     def skip_probability(self, streak: int, kind: str | None) -> float:
-        """1 - p^z for a prompt with z = `streak` consecutive zero-variance groups; 0 without a streak."""
+        """1 - max(p^z, keep_floor) for a prompt with z = `streak` consecutive zero-variance groups of
+        kind `kind`; 0 without a streak."""
         if streak <= 0 or kind is None:
             return 0.0
-        return 1.0 - self.p[kind] ** streak
+        return 1.0 - max(self.p[kind] ** streak, self.cfg.keep_floor)
 
     def begin_step(self) -> None:
         self.skipped = {}
@@ -174,6 +209,22 @@ class Greso:
             self.skipped[dist] = self.skipped.get(dist, 0) + 1
             cand = pick()
         return cand
+
+    def screen(self, dist: str, cands: list, memory: PromptMemory, rng: np.random.Generator, need: int) -> list[int]:
+        """GRESO on a candidate pool (the learnability sampler's): positions in `cands` of those kept.
+        Each candidate with a streak is dropped with its skip probability (one uniform from `rng`
+        each, in order); when fewer than `need` remain, dropped ones are taken back in candidate
+        order. Counts the dropped ones left out as skipped."""
+        drop = []
+        for c in cands:
+            q = self.skip_probability(*memory.streak(c.uid))
+            drop.append(q > 0.0 and rng.random() < q)
+        dropped = [i for i, d in enumerate(drop) if d]
+        for i in dropped[:max(need - (len(cands) - len(dropped)), 0)]:
+            drop[i] = False  # too few left: taken anyway
+        if any(drop):
+            self.skipped[dist] = self.skipped.get(dist, 0) + sum(drop)
+        return [i for i, d in enumerate(drop) if not d]
 
     def adapt(self, outcomes: list[tuple[bool | None, str | None]]) -> None:
         """One step's p update from (zero_var, kind) of every generated group (one-answer groups ignored)."""
