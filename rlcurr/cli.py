@@ -1,4 +1,4 @@
-"""rlcurr command line: train | recipes | inspect | plan | doctor."""
+"""rlcurr command line: train | recipes | inspect | plan | doctor | profile."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def cmd_train(args) -> None:
         raise UserError("give a recipe (rlcurr train RECIPE.yaml [key=value ...]) or --resume RUN_DIR")
     else:
         cfg = load_config(args.recipe, args.overrides)
+        if cfg.curriculum.prompts.prior is not None:  # a bad profile fails now, not after the warm-up
+            from rlcurr.profile import load_profile
+
+            load_profile(cfg.curriculum.prompts.prior)
     from rlcurr.trainer import Trainer  # heavy imports (torch, ray) only once the recipe is valid
 
     Trainer(cfg).run(resume=bool(args.resume))
@@ -60,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlcurr.doctor import add_doctor_parser
 
     add_doctor_parser(sub)
+    from rlcurr.profile import add_profile_parser
+
+    add_profile_parser(sub)
     args = parser.parse_args(argv)
     try:
         code = args.fn(args)

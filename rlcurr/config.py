@@ -257,11 +257,12 @@ from envs.chain import ChainConfig  # noqa: E402
 from envs.dataset import DatasetConfig  # noqa: E402
 from envs.math import MathConfig  # noqa: E402
 from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
+from envs.skills import SkillsConfig  # noqa: E402
 
 #: env.name -> config class of the environments that ship with rlcurr
 BUILTIN_ENVS: dict[str, type[EnvConfigBase]] = {
     get_args(c.model_fields["name"].annotation)[0]: c
-    for c in (ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig, CalcConfig, DatasetConfig)
+    for c in (ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig, CalcConfig, DatasetConfig, SkillsConfig)
 }
 ENV_NAMES = set(BUILTIN_ENVS)
 

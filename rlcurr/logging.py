@@ -81,7 +81,8 @@ class RunLogger:
         """Evaluation before the first update: written as step -1 so plots start at the baseline."""
         self._write(self.metrics_f, {"step": -1, **metrics})
         self._scalars(-1, metrics)
-        console.print("eval before RL: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()))
+        console.print("eval before RL: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()
+                                                     if k.startswith("eval/")))
 
     def record(self, step: int, metrics: dict, curriculum: dict) -> None:
         self._write(self.metrics_f, metrics)

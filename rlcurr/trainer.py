@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ from rlcurr.learner.group import LearnerGroup
 from rlcurr.learner.models import load_tokenizer
 from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
+from rlcurr.profile import PRIOR_FILE, filter_pools, load_profile, prior_for
 from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
 from rlcurr.rollout.context import rollout_model_len
@@ -82,10 +84,9 @@ class Trainer:
         # Eval accuracy = the environment's own verifier (its first default reward) > 0.
         self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward, conversational=chat)
         self.reward_failures = {"errors": 0, "timeouts": 0, "groups_dropped": 0}  # this step's, reset by collect
-        self.controller = CurriculumController(
-            cfg.curriculum, {d: self.env.train_prompts(d) for d in self.env.distributions()},
-            prompts_per_step=cfg.trainer.prompts_per_step, n=cfg.rollout.n, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, max_tokens=cfg.rollout.max_tokens, total_steps=cfg.trainer.steps, seed=cfg.seed)
+        self.spent = {"answers": 0, "tokens": 0}  # this step's generated answers and tokens, reset by collect
+        self.controller = self.build_controller({d: self.env.train_prompts(d) for d in self.env.distributions()})
+        self.prior_metrics: dict[str, float] = {}  # profile/* at step -1, with curriculum.prompts.prior
         self.run_dir = cfg.run_dir
         self.ahead: collections.deque[CollectedBatch] = collections.deque()  # collected, not yet trained on
         self.plan_snapshots: dict[int, dict] = {}  # async: controller state before plan(s), for checkpoints
@@ -93,8 +94,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
+    def build_controller(self, pools: dict[str, list[Prompt]]) -> CurriculumController:
+        c = self.cfg
+        return CurriculumController(
+            c.curriculum, pools, prompts_per_step=c.trainer.prompts_per_step, n=c.rollout.n,
+            temperature=c.rollout.temperature, top_p=c.rollout.top_p, max_tokens=c.rollout.max_tokens,
+            total_steps=c.trainer.steps, seed=c.seed)
+
     def start(self, resume: bool = False) -> int:
         """Create (or reopen) the run directory and the actors; return the first step to run."""
+        # curriculum.prompts.prior: read (and any error raised) before the run directory is touched
+        prior_record = None
+        if not resume and self.cfg.curriculum.prompts.prior is not None:
+            prior_record = self.apply_prior(load_profile(self.cfg.curriculum.prompts.prior))
         if resume:
             first = self._resume_point()
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -110,36 +122,19 @@ class Trainer:
             first = 0
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+            if prior_record is not None:
+                (self.run_dir / PRIOR_FILE).write_text(json.dumps(prior_record) + "\n")
+        elif self.cfg.curriculum.prompts.keep_pass is not None:
+            self.reapply_prior()
         self.logger = RunLogger(self.run_dir, self.cfg, resume_step=first if resume else None)
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
         r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
-        # GPU clusters: rollout and learner workers on separate GPUs (or shared, colocated); CPU: no-op
-        self.placement = placement(r.num_workers, c.learner.num_workers, colocate=res.colocate,
-                                   gpus_per_rollout_worker=res.gpus_per_rollout_worker or r.tensor_parallel_size,
-                                   gpus_per_learner_worker=res.gpus_per_learner_worker,
-                                   tensor_parallel_size=r.tensor_parallel_size)
-
+        transfer = self.place_actors()
         rollout_threads, learner_threads = cpu_threads(c, ray.cluster_resources().get("GPU", 0) > 0)
-
-        # vLLM engines on GPUs take weights through vLLM's weight transfer (rlcurr.rollout.weight_transfer)
-        transfer = transfer_backend(r.engine, gpus=ray.cluster_resources().get("GPU", 0) > 0, colocate=res.colocate,
-                                    num_rollout=r.num_workers, num_learner=c.learner.num_workers,
-                                    requested=requested_path())
-
-        def rollout_worker(i: int):  # also called by the pool to replace a worker that died
-            return RolloutWorker.options(**self.placement.rollout[i]).remote(
-                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=rollout_threads,
-                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
-                sleep_mode=res.colocate, max_model_len=self.max_model_len, weight_transfer=transfer)
-
         self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
             seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens,
             cpu_threads=learner_threads)
-        self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
-                                        colocate=res.colocate, log=self.log)
+        self.start_rollout_pool(transfer, rollout_threads)
         # Every engine on the learner's node: weights go through one shared-memory file, not Ray's store
         self.shared_sync = self.rollout_pool.node_ids() == {self.learner.node_id()}
         self.weight_sync = WeightSync(self.learner, self.rollout_pool, backend=transfer, shared=self.shared_sync,
@@ -151,6 +146,72 @@ class Trainer:
         if first > 0 or c.model.lora is not None:  # rollouts start from the learner's (merged) weights
             self.sync()
         return first
+
+    def place_actors(self) -> str | None:
+        """Start Ray (unless it runs) and decide where the actors go (`self.placement`); return the
+        weight-transfer backend the rollout engines are built with."""
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
+        # GPU clusters: rollout and learner workers on separate GPUs (or shared, colocated); CPU: no-op
+        self.placement = placement(r.num_workers, c.learner.num_workers, colocate=res.colocate,
+                                   gpus_per_rollout_worker=res.gpus_per_rollout_worker or r.tensor_parallel_size,
+                                   gpus_per_learner_worker=res.gpus_per_learner_worker,
+                                   tensor_parallel_size=r.tensor_parallel_size)
+        # vLLM engines on GPUs take weights through vLLM's weight transfer (rlcurr.rollout.weight_transfer)
+        return transfer_backend(r.engine, gpus=ray.cluster_resources().get("GPU", 0) > 0, colocate=res.colocate,
+                                num_rollout=r.num_workers, num_learner=c.learner.num_workers,
+                                requested=requested_path())
+
+    def start_rollout_pool(self, transfer: str | None, threads: int | None) -> RolloutPool:
+        """The rollout workers (`self.rollout_pool`), placed by `place_actors`, loading the prepared
+        model: `threads` torch threads each (None: every core), `transfer` their weight-transfer backend."""
+        r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
+
+        def rollout_worker(i: int):  # also called by the pool to replace a worker that died
+            return RolloutWorker.options(**self.placement.rollout[i]).remote(
+                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=threads,
+                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
+                sleep_mode=res.colocate, max_model_len=self.max_model_len, weight_transfer=transfer)
+
+        self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
+                                        colocate=res.colocate, log=self.log)
+        return self.rollout_pool
+
+    def apply_prior(self, prior: dict[str, tuple[str, int, int]]) -> dict:
+        """A fresh run with curriculum.prompts.prior (rlcurr.profile): keep_pass drops train prompts
+        (the controller is rebuilt on the pools left), and the controller is seeded with the profiled
+        counts of the prompts it has. Returns what `start` writes to <run_dir>/prior.json: the
+        profile, its answer count and the dropped uids (a resume filters the pools by them, without
+        the profile). Runs before the run directory is written: a pool left empty is a UserError."""
+        spec = self.cfg.curriculum.prompts
+        pools = {d: self.env.train_prompts(d) for d in self.env.distributions()}
+        dropped: list[str] = []
+        if spec.keep_pass is not None:
+            pools, dropped = filter_pools(pools, prior, spec.keep_pass)
+            if dropped:
+                self.controller = self.build_controller(pools)
+        known = prior_for(pools, prior)  # the profiled prompts this run trains on
+        self.controller.seed_prior(known)
+        answers = sum(a for _, _, a in prior.values())
+        self.prior_metrics = {"profile/answers": answers, "profile/prompts_seeded": len(known),
+                              "profile/prompts_dropped": len(dropped)}
+        band = "" if spec.keep_pass is None else f"; keep_pass {list(spec.keep_pass)} dropped {len(dropped)}"
+        self.log(f"prior {spec.prior}: {len(prior)} profiled prompts ({answers} answers), seeded {len(known)}{band}")
+        return {"prior": spec.prior, "keep_pass": spec.keep_pass, **self.prior_metrics, "dropped": dropped}
+
+    def reapply_prior(self) -> None:
+        """A resumed run with keep_pass: the pools lose the prompts the first start dropped (its
+        prior.json), not read from the profile again; the checkpoint holds the seeded state."""
+        path = self.run_dir / PRIOR_FILE
+        try:
+            dropped = set(json.loads(path.read_text(encoding="utf-8"))["dropped"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: cannot read the prompts curriculum.prompts.keep_pass dropped ({e})") from None
+        if dropped:
+            self.controller = self.build_controller(
+                {d: [p for p in self.env.train_prompts(d) if p.uid not in dropped] for d in self.env.distributions()})
 
     def run(self, resume: bool = False) -> None:
         self.train(self.start(resume))
@@ -548,7 +609,7 @@ class Trainer:
     def record_eval(self) -> None:
         """Evaluation before any RL update, logged as a step -1 line in metrics.jsonl."""
         eval_metrics = self.evaluate()
-        self.logger.record_eval(eval_metrics)
+        self.logger.record_eval({**eval_metrics, **self.prior_metrics})
         self.observe_eval(-1, eval_metrics)
 
     def observe_eval(self, t: int, eval_metrics: dict[str, float]) -> None:

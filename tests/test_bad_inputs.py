@@ -205,3 +205,67 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(cli, tmp_path, content)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(target) in errors[0] and "not an rlcurr run directory" in errors[0], both[-2000:]
     assert (target / "notes.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- curriculum.prompts.prior (rlcurr/profile.py)
+
+
+PROFILE_ROW = b'{"uid": "add1/train/0", "distribution": "add1", "passes": 1, "answers": 8}\n'
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("missing.jsonl", None, "profile not found"),
+    ("broken.jsonl", PROFILE_ROW + b'{"uid": "add1/train/1", "passes": \n', ":2: not valid JSON"),
+    ("keys.jsonl", PROFILE_ROW + b'{"uid": "add1/train/1", "passes": 1}\n', ":2: missing 'distribution', 'answers'"),
+    ("latin1.jsonl", PROFILE_ROW + '{"uid": "caf\xe9"}\n'.encode("latin-1"), ":2: not UTF-8"),
+], ids=["missing", "malformed_line", "missing_keys", "not_utf8"])
+def test_bad_prior_file(cli, tmp_path, name, content, expected):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    out = (_subprocess if name == "broken.jsonl" else cli)(
+        "train", str(_recipe(tmp_path)), f"curriculum.prompts.prior={path}", "curriculum.prompts.keep_pass=[0.1,0.9]")
+    _assert_clean(out, path, tmp_path / "run", expected)
+
+
+def test_keep_pass_without_prior(cli, tmp_path):
+    out = cli("train", str(_recipe(tmp_path)), "curriculum.prompts.keep_pass=[0.1,0.9]")
+    both = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in both, both[-2000:]
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == ["error: invalid config:"]
+    assert "curriculum.prompts: keep_pass needs curriculum.prompts.prior" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_keep_pass_that_empties_a_distribution(cli, tmp_path):
+    """Every add1 train prompt profiled at 8/8 and keep_pass [0, 0.5]: refused at the start of
+    training (the environment's pools are needed), before the run directory is written."""
+    from envs.arith import ArithConfig
+
+    env = ArithConfig(distributions=["add1"]).build(0)
+    path = tmp_path / "profile.jsonl"
+    path.write_text("".join(f'{{"uid": "{p.uid}", "distribution": "add1", "passes": 8, "answers": 8}}\n'
+                            for p in env.train_prompts("add1")))
+    out = cli("train", str(_recipe(tmp_path)), f"curriculum.prompts.prior={path}",
+              "curriculum.prompts.keep_pass=[0,0.5]")
+    _assert_clean(out, "add1", tmp_path / "run", "keep_pass [0, 0.5] leaves no train prompt in distribution(s) add1")
+
+
+# ---------------------------------------------------------------- rlcurr profile
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["trainer.stepz=3"], "trainer.stepz: unknown key"),
+    (["trainer.steps"], "must look like dotted.key=value"),
+    (["--samples", "1"], "--samples must be >= 2"),
+], ids=["unknown_key", "bad_override", "one_sample"])
+def test_profile_bad_input(cli, tmp_path, args, expected):
+    out = cli("profile", str(_recipe(tmp_path)), *args)
+    both = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in both, both[-2000:]
+    assert expected in out.stderr and not (tmp_path / "run_profile").exists() and not (tmp_path / "run").exists()
+
+
+def test_profile_missing_recipe(cli, tmp_path):
+    path = tmp_path / "nope.yaml"
+    _assert_clean(cli("profile", str(path), "--out", str(tmp_path / "run")), path, tmp_path / "run", "not found")

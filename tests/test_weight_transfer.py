@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_shared_weights import _statvfs_with_free
 
 from rlcurr.rollout import shared_weights as SW
 from rlcurr.rollout import weight_transfer as WT
@@ -216,16 +217,6 @@ def test_replaced_rollout_worker_leaves_the_group_for_files(gloo_run):
 
 
 # ---------------------------------------------------------------- /dev/shm too small
-
-
-def _statvfs_with_free(free_bytes: int):
-    real = os.statvfs
-
-    def fake(path):
-        st = real(path)
-        return SimpleNamespace(f_bavail=free_bytes // st.f_frsize, f_frsize=st.f_frsize)
-
-    return fake
 
 
 def _named():

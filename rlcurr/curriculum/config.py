@@ -10,9 +10,10 @@ Defaults follow /work/shared/METHODS.md; the section numbers below refer to it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class CurriculumSection(BaseModel):
@@ -142,17 +143,52 @@ class SpeedConfig(CurriculumSection):
 
 
 class PromptMemoryConfig(CurriculumSection):
-    """Per-prompt memory (issue 14, rlcurr/curriculum/prompts.py): pass-rate EMA and the summary
-    written to curriculum.jsonl."""
+    """`curriculum.prompts`: the per-prompt memory (rlcurr/curriculum/prompts.py: pass-rate EMA and
+    the summary written to curriculum.jsonl), and an optional prior from `rlcurr profile`
+    (rlcurr/profile.py): `prior` seeds the memory and the samplers with the profiled pass counts;
+    `keep_pass: [lo, hi]` also drops, before training, the train prompts whose profiled pass rate
+    lies outside [lo, hi] (prompts the profile does not list are kept)."""
 
     ema_alpha: float = Field(0.5, gt=0, le=1, description="weight of the newest group in the pass-rate EMA")
     bins: int = Field(5, ge=1, le=20, description="pass-rate histogram bins in curriculum.jsonl")
     top: int = Field(3, ge=0, le=20, description="hardest / easiest prompts listed per distribution")
+    prior: str | None = Field(None, description="a profile.jsonl written by `rlcurr profile`, or its directory")
+    keep_pass: tuple[float, float] | None = Field(
+        None, description="[lo, hi]: keep only train prompts whose profiled pass rate is in [lo, hi]; needs prior")
+
+    @field_validator("prior")
+    @classmethod
+    def _prior_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # As env.path: a relative path is looked up in the recipe's directory, then the working
+        # directory, and written absolute (the run's config.yaml resumes from anywhere). A path
+        # found in neither is kept as given: loading it at the start of training says so.
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return str(path)
+        recipe_dir = (info.context or {}).get("recipe_dir")
+        for base in ([Path(recipe_dir)] if recipe_dir else []) + [Path.cwd()]:
+            if (base / path).exists():
+                return str((base / path).resolve())
+        return value
+
+    @model_validator(mode="after")
+    def _band(self) -> "PromptMemoryConfig":
+        if self.keep_pass is not None:
+            lo, hi = self.keep_pass
+            if not (0 <= lo <= hi <= 1):
+                raise ValueError(f"keep_pass must be [lo, hi] with 0 <= lo <= hi <= 1 (got [{lo:g}, {hi:g}])")
+            if self.prior is None:
+                raise ValueError("keep_pass needs curriculum.prompts.prior (the profile whose pass rates it reads); "
+                                 "make one with `rlcurr profile RECIPE`")
+        return self
 
 
 class GresoConfig(CurriculumSection):
     """GRESO (METHODS 10, arXiv 2506.02177; defaults from the authors' code Infini-AI-Lab/GRESO):
-    skip a prompt with z consecutive zero-variance groups with probability 1 - p^z."""
+    skip a prompt with z consecutive zero-variance groups of one kind with probability
+    1 - max(p^z, keep_floor)."""
 
     p_easy: float = Field(0.5, ge=0, le=1, description="initial exploration probability, all-correct prompts")
     p_hard: float = Field(0.5, ge=0, le=1, description="initial exploration probability, all-wrong prompts")
@@ -162,11 +198,35 @@ class GresoConfig(CurriculumSection):
     p_min: float = Field(0.05, ge=0, le=1)
     p_max: float = Field(0.95, ge=0, le=1)
     max_tries: int = Field(10, ge=0, description="skips per slot before a candidate is taken anyway")
+    keep_floor: float = Field(0.01, ge=0, le=1, description="lowest keep probability, whatever the streak "
+                                                            "(the authors' code: max(p^z, 0.01))")
 
     @model_validator(mode="after")
     def _range(self) -> "GresoConfig":
         if self.p_min > self.p_max:
             raise ValueError("greso.p_min must be <= greso.p_max")
+        return self
+
+
+class LearnabilityConfig(CurriculumSection):
+    """Prompt choice inside a distribution by a Beta posterior of each prompt's pass rate
+    (rlcurr/curriculum/learnability.py, where the rules, the papers' settings and what differs are).
+    rule=mopps: Thompson sample p ~ Beta per candidate, keep those closest to `target` (MoPPS,
+    thu-rllab/MoPPS: prior Beta(1, 1), target 0.5, decay 0.5, 8x candidates in its countdown / geo3k
+    scripts). rule=lilo: keep the candidates of highest m (1 - m), m the posterior mean (LILO, Foster
+    & Foerster 2025); `target` is not used."""
+
+    rule: Literal["mopps", "lilo"] = "mopps"
+    target: float = Field(0.5, gt=0, lt=1, description="mopps: wanted pass rate")
+    decay: float = Field(0.5, ge=0, le=1, description="forgetting factor lambda per observed group (1: none)")
+    prior: tuple[float, float] = Field((1.0, 1.0), description="[alpha0, beta0] of the Beta prior")
+    candidates: int = Field(8, ge=1, description="candidate pool per distribution, a multiple of its slots to fill")
+
+    @model_validator(mode="after")
+    def _prior(self) -> "LearnabilityConfig":
+        if min(self.prior) <= 0:
+            raise ValueError(f"learnability.prior must be two positive numbers [alpha0, beta0] "
+                             f"(got {list(self.prior)})")
         return self
 
 
@@ -192,8 +252,9 @@ class CurriculumConfig(CurriculumSection):
     d3s: D3SConfig | None = None
     ead: EADConfig | None = None
     speed: SpeedConfig | None = None
-    prompt_memory: PromptMemoryConfig = PromptMemoryConfig()
+    prompts: PromptMemoryConfig = PromptMemoryConfig()
     greso: GresoConfig | None = None
+    learnability: LearnabilityConfig | None = None
     alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
