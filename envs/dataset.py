@@ -52,6 +52,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from envs.base import EnvConfigBase, PoolEnvironment
 from rlcurr.errors import UserError
+from rlcurr.paths import recipe_relative
 from rlcurr.types import Prompt
 
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -78,16 +79,8 @@ class DatasetConfig(EnvConfigBase):
     @classmethod
     def _local_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Relative paths: the recipe's directory first, then the working directory (absolute once found)."""
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if path.is_absolute():
-            return str(path)
-        recipe_dir = (info.context or {}).get("recipe_dir")
-        for base in ([Path(recipe_dir)] if recipe_dir else []) + [Path.cwd()]:
-            if (base / path).exists():
-                return str((base / path).resolve())
-        return value  # not found: DatasetEnv says so (or that it looks like a hub name)
+        # not found: DatasetEnv says so (or that it looks like a hub name)
+        return recipe_relative(value, (info.context or {}).get("recipe_dir"))
 
     def build(self, seed: int) -> "DatasetEnv":
         return DatasetEnv(self, seed)

@@ -127,7 +127,7 @@ class Trainer:
         elif self.cfg.curriculum.prompts.keep_pass is not None:
             self.reapply_prior()
         self.logger = RunLogger(self.run_dir, self.cfg, resume_step=first if resume else None)
-        r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
+        r, c = self.cfg.rollout, self.cfg
         transfer = self.place_actors()
         rollout_threads, learner_threads = cpu_threads(c, ray.cluster_resources().get("GPU", 0) > 0)
         self.learner = LearnerGroup(  # learner.num_workers data-parallel ranks (synchronous API)

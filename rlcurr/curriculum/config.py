@@ -10,10 +10,11 @@ Defaults follow /work/shared/METHODS.md; the section numbers below refer to it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rlcurr.paths import recipe_relative
 
 
 class CurriculumSection(BaseModel):
@@ -159,19 +160,7 @@ class PromptMemoryConfig(CurriculumSection):
     @field_validator("prior")
     @classmethod
     def _prior_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # As env.path: a relative path is looked up in the recipe's directory, then the working
-        # directory, and written absolute (the run's config.yaml resumes from anywhere). A path
-        # found in neither is kept as given: loading it at the start of training says so.
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if path.is_absolute():
-            return str(path)
-        recipe_dir = (info.context or {}).get("recipe_dir")
-        for base in ([Path(recipe_dir)] if recipe_dir else []) + [Path.cwd()]:
-            if (base / path).exists():
-                return str((base / path).resolve())
-        return value
+        return recipe_relative(value, (info.context or {}).get("recipe_dir"))  # loading it says if missing
 
     @model_validator(mode="after")
     def _band(self) -> "PromptMemoryConfig":
