@@ -206,11 +206,13 @@ def summarise_arms(per_arm: dict[str, list[dict]]) -> dict:
     return out
 
 
-def print_report(pre: dict, summary: dict, targets: dict[str, dict], gaps: dict[str, dict]) -> None:
-    print("\nprecondition (uniform): rungs before RL " + ", ".join(f"{d} {a:.2f}" for d, a in pre["start"].items()))
-    print(f"  solved {pre['solved']}, in band {pre['in_band']}, out of reach {pre['out_of_reach']}")
-    print("  uniform gain per in-band rung: " + ", ".join(f"{d} {pre['uniform_gain'][d]:+.2f}" for d in pre["in_band"])
-          + f" -> {'PASSED' if pre['passed'] else 'FAILED'} (each >= {pre['min_gain']})")
+def print_report(pre: dict | None, summary: dict, targets: dict[str, dict], gaps: dict[str, dict]) -> None:
+    """The bench's tables; `pre` None: the caller printed its own precondition."""
+    if pre is not None:
+        print("\nprecondition (uniform): rungs before RL " + ", ".join(f"{d} {a:.2f}" for d, a in pre["start"].items()))
+        print(f"  solved {pre['solved']}, in band {pre['in_band']}, out of reach {pre['out_of_reach']}")
+        print("  uniform gain per in-band rung: " + ", ".join(f"{d} {pre['uniform_gain'][d]:+.2f}" for d in pre["in_band"])
+              + f" -> {'PASSED' if pre['passed'] else 'FAILED'} (each >= {pre['min_gain']})")
     rungs = list(next(iter(summary.values()))["final_accuracy"])
     header = ["arm", "final mean", "forgetting", *rungs, "share of answers " + "/".join(summary["uniform"]["share_of_answers"])]
     rows = [[name, C.fmt(*s["final_accuracy_mean"], 3), C.fmt(*s["forgetting"], 2),

@@ -199,3 +199,27 @@ def test_speed_trl_quick_runs_both_workloads_side_by_side(ray_session, tmp_path,
     assert raw["skipped_answers_frac"] == 0          # raw: the skip is off
     assert raw["overrides"] == ["algo.skip_zero_advantage=false", "trainer.max_staleness=1"]
     assert out["workloads"]["mixed"]["systems"]["rlcurr-hf-async"]["overrides"] == ["trainer.max_staleness=1"]
+
+
+def test_realistic_counts_the_profile_and_leaves_hard_dead_out_of_the_mean():
+    """bench/realistic.py's reading of a run: the profile's answers (step -1 `profile/answers`)
+    are spent before step 0, so every point of the curve carries them; the learnable mean is over
+    the skills only, the hard-dead eval set is kept apart."""
+    from bench import realistic as R
+
+    def ev(step, rev, inc, dead):
+        return {"step": step, "eval/accuracy/rev": rev, "eval/accuracy/inc": inc, "eval/accuracy/hard_dead": dead,
+                "eval/accuracy_mean": (rev + inc) / 2}
+
+    def st(step):
+        return {"step": step, "rollout/answers_generated": 16, "rollout/tokens_generated": 50, "time/step": 1.0}
+
+    # (an evaluation step's line holds its training metrics and its eval/ keys)
+    metrics = [{**ev(-1, 0.2, 0.4, 0.0), "profile/answers": 100}, st(0), {**st(1), **ev(1, 0.5, 0.7, 0.1)}]
+    run = C.Run(Path("."), metrics, [], 2.0, info={"seed": 3})
+    s = R.summarise_run(run)
+    # before RL: 0 training answers + 100 profile answers; after step 1: 2 x 16 + 100 = 132
+    assert [p["answers"] for p in s["curve"]] == [100, 132]
+    assert [p["tokens"] for p in s["curve"]] == [0, 100]
+    assert s["final_accuracy_mean"] == (0.5 + 0.7) / 2 and set(s["final_accuracy"]) == {"rev", "inc"}
+    assert s["hard_dead"] == [0.0, 0.1] and s["profile_answers"] == 100
