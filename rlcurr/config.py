@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from envs.arith import ArithConfig
 from rlcurr.curriculum.config import CurriculumConfig
 from rlcurr.errors import UserError
+from rlcurr.paths import read_utf8
 
 
 # The behaviour-policy importance-weight cap of asynchronous runs when the recipe sets none
@@ -529,13 +530,7 @@ def load_yaml(path: str | Path) -> dict:
         raise UserError(f"{path} is a directory, not a recipe file")
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save the recipe as UTF-8") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    text = read_utf8(path, str(path), hint="; save the recipe as UTF-8")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -19,3 +19,16 @@ def recipe_relative(value: str | None, recipe_dir: str | None) -> str | None:
         if (base / path).exists():
             return str((base / path).resolve())
     return value
+
+
+def read_utf8(path: Path, where: str, hint: str = "") -> str:
+    """A user's text file, or one UserError naming `where` (and the line of a bad byte)."""
+    from rlcurr.errors import UserError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(f"{where}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}){hint}") from None
+    except OSError as e:
+        raise UserError(f"{where}: cannot read: {e.strerror or e}") from None

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from rlcurr.errors import UserError
+from rlcurr.paths import read_utf8
 
 PROFILE_FILE = "profile.jsonl"
 SUMMARY_FILE = "profile_summary.json"
@@ -82,13 +83,7 @@ def load_profile(path: str | Path) -> Prior:
     or no line at all. Blank lines are skipped."""
     file = profile_file(path)
     where = f"curriculum.prompts.prior: {file}"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = file.read_bytes()[: e.start].count(b"\n") + 1
-        raise UserError(f"{where}:{line}: not UTF-8 text") from None
-    except OSError as e:
-        raise UserError(f"{where}: cannot read: {e.strerror or e}") from None
+    text = read_utf8(file, where)
     prior: Prior = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
