@@ -13,7 +13,7 @@ import time
 import ray
 import torch
 
-from rlcurr.learner.learner import Learner
+from rlcurr.learner.learner import Learner, merged_lora_state
 from rlcurr.rollout.shared_weights import SharedWeightsWriter
 from rlcurr.types import TrainSample
 
@@ -109,9 +109,9 @@ class LearnerWorker:
     def _live_weights(self) -> list[tuple[str, torch.Tensor]]:
         """The weights as the learner holds them, not copied: the model's own tensors, on its
         device (FSDP: DTensor shards, gathered one at a time while they are sent); a LoRA model's
-        merged copy."""
+        merged weights, built on its device (not moved to the CPU and back)."""
         if self.learner.is_lora:
-            return self.learner.named_weights(clone=False)
+            return list(merged_lora_state(self.learner.model).items())
         return list(self.learner.model.state_dict().items())
 
     def node_id(self) -> str:
