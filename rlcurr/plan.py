@@ -363,6 +363,25 @@ def micro_batch_hint(cfg, s: ModelShape, llines, gpu_bytes: int, prompt_tokens: 
             f"{answers * sequence} would fit ({answers} answer(s) of {sequence} tokens)")
 
 
+def context_note(cfg, prompt_tokens: int) -> str:
+    """vLLM's context as the trainer sizes it (rlcurr.rollout.context): the longest prompt (here
+    --prompt-tokens) + the largest max_tokens, against the model's positions where known."""
+    from rlcurr.rollout.context import largest_max_tokens, max_position_embeddings, model_len_needed
+
+    max_tokens, setting = largest_max_tokens(cfg)
+    needed = model_len_needed(prompt_tokens, max_tokens)
+    if cfg.model.tiny is not None:
+        positions = cfg.model.tiny.max_position_embeddings
+    else:
+        path = Path(cfg.model.path).expanduser()
+        positions = max_position_embeddings(path) if (path / "config.json").is_file() else None
+    known = (f"fits the model's {positions} positions" if positions and needed <= positions
+             else f"EXCEEDS the model's {positions} positions: training refuses it" if positions
+             else "the model's positions are not known here (no config.json): checked at training start")
+    return (f"vLLM context (max_model_len): {prompt_tokens} prompt tokens (--prompt-tokens) + {max_tokens} "
+            f"({setting}) = {needed}; {known}")
+
+
 def estimate_memory(cfg, *, gpu_memory_gib: float = 80, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
                     shape: ModelShape | None = None) -> MemoryEstimate:
     """Memory per GPU of the recipe's learner ranks and rollout workers (see the module docstring)."""
@@ -374,6 +393,8 @@ def estimate_memory(cfg, *, gpu_memory_gib: float = 80, prompt_tokens: int = DEF
     params = count_params(s)
     trainable = lora_params(s, cfg.model.lora) if cfg.model.lora is not None else params
     notes = [f"model: {s.source}"]
+    if r.engine == "vllm":
+        notes.append(context_note(cfg, prompt_tokens))
     gpus = []
     if res.colocate:
         share = int(r.gpu_memory_utilization * gpu_bytes)

@@ -204,3 +204,17 @@ def test_default_gpus_pretends_the_node_a_gpu_recipe_needs(monkeypatch):
     assert default_gpus(load_config(ROOT / "recipes" / "quickstart.yaml")) == (None, None)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     assert default_gpus(load_config(ROOT / "recipes" / "dump_kk_8gpu.yaml")) == (None, None)
+
+
+def test_plan_shows_vllms_context_against_the_model_positions():
+    # the trainer's rule (rlcurr.rollout.context): longest prompt + largest max_tokens = 6 + 10 = 16
+    fits = estimate_memory(small_config(rollout={"engine": "vllm"}, model={"tiny": {"max_position_embeddings": 16}}),
+                           prompt_tokens=6, shape=SMALL)
+    line = next(n for n in fits.notes if n.startswith("vLLM context"))
+    assert "= 16; fits the model's 16 positions" in line and "rollout.max_tokens" in line
+    # a 7-token prompt: 7 + 10 = 17 > 16
+    over = estimate_memory(small_config(rollout={"engine": "vllm"}, model={"tiny": {"max_position_embeddings": 16}}),
+                           prompt_tokens=7, shape=SMALL)
+    assert any("= 17; EXCEEDS the model's 16 positions" in n for n in over.notes)
+    assert not any(n.startswith("vLLM context") for n in estimate_memory(small_config(), prompt_tokens=6,
+                                                                          shape=SMALL).notes)
