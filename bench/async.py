@@ -1,6 +1,6 @@
-"""Bounded-staleness asynchronous training (issue 13): trainer.max_staleness k = 0, 1, 2 on the
+"""Bounded-staleness asynchronous training: trainer.max_staleness k = 0, 1, 2 on the
 quickstart (recipes/quickstart.yaml, 1-digit addition) and on the chain proving ground
-(recipes/chain_uniform.yaml, the #8 testbed), same SFT-warmed model per recipe, same seeds.
+(recipes/chain_uniform.yaml), same SFT-warmed model per recipe, same seeds.
 
 Arms (only trainer.max_staleness differs):
   k0  synchronous: collect batch t, then learn on it (every core for each phase in turn)
@@ -21,8 +21,9 @@ Plot (bench/results/async.png): per recipe, accuracy vs step and vs cumulative t
 (sum of time/step up to the evaluation), mean over seeds per arm, thin lines per seed.
 
 Budget (2 idle cores, < 1 h): the quickstart runs 150 steps here instead of the recipe's 250
-(`--quickstart-steps`; eval every 25, evaluations at steps 24 ... 149; the README's curve is near
-its plateau by step 149), chain_uniform its 30 steps. 9 runs per recipe, warm models cached.
+(`--quickstart-steps`; eval every 25, evaluations at steps 24 ... 149; the quickstart's curve,
+docs/results.md, "Quickstart", is near its plateau by step 149), chain_uniform its 30 steps.
+9 runs per recipe, warm models cached.
 Run it on otherwise idle cores: k0 runs each phase on 2 torch threads, k >= 1 one thread per
 actor, and under contention the 2-thread phases slow down far more (a smoke at load ~12 measured
 k0's learner at 2-6 s/step, the async arms' at 0.2-0.5), so a busy machine fakes a speed-up.

@@ -1,11 +1,11 @@
-"""Train Long, Think Short (METHODS 3) on the chain testbed: budget tightening vs a fixed budget vs
-no budget, same SFT-warmed model (recipes/chain_uniform.yaml's: its traces mix verbose "b7=0" and
-terse "b0" steps, so the same computation fits in about 2 to 4 tokens a step) and same seeds.
+"""Train Long, Think Short (docs/curriculum.md, "Budget tightening") on the chain testbed: budget
+tightening vs a fixed budget vs no budget, same SFT-warmed model (recipes/chain_uniform.yaml's: its
+traces mix verbose "b7=0" and terse "b0" steps, so the same computation fits in about 2 to 4 tokens a step) and same seeds.
 
 Arms (the recipe plus the chain_answer reward and a length penalty, `length_budget`, weight 0.5):
   none        no budget: answers as long as rollout.max_tokens allows
   fixed       budget = `--end` tokens from step 0
-  tightening  budget = max(end, start * gamma ** floor(t / every)): 52, 41, 33, 26, 24 ... (METHODS 3)
+  tightening  budget = max(end, start * gamma ** floor(t / every)): 52, 41, 33, 26, 24 ... (the paper's formula)
 Generation stops at budget + `--slack` tokens; past the budget the penalty is -(tokens - B) / B
 (capped at 1) times 0.5. B = 24 lets every rung up to len10 answer tersely within budget (len08:
 18 tokens + EOS), and not verbosely (len08 verbose: 34).

@@ -4,10 +4,11 @@ final held-out accuracy, on the chain testbed (envs/chain.py, recipes/chain_unif
 
 Arms (same SFT-warmed model, same seeds, same steps; only the sampler differs):
   uniform    every distribution equally often
-  ucb        DUMP (METHODS 1)
-  sec        Self-Evolving Curriculum (METHODS 2)
-  alp_gmm    ALP-GMM over the rung index (METHODS 8)
-  ucb_dapo   DUMP + DAPO dynamic sampling (METHODS 5): zero-variance groups dropped and refilled
+  ucb        DUMP (docs/curriculum.md, "UCB sampling (DUMP)")
+  sec        Self-Evolving Curriculum (docs/curriculum.md, "SEC")
+  alp_gmm    ALP-GMM over the rung index (docs/curriculum.md, "ALP-GMM")
+  ucb_dapo   DUMP + DAPO dynamic sampling (docs/curriculum.md, "DAPO dynamic sampling"): zero-variance
+             groups dropped and refilled
 
 For each seed the target is uniform's final learnable-mean accuracy on that seed (greedy-free:
 the mean over `eval.samples` sampled answers per held-out prompt, every rung but `noise`). For
@@ -42,9 +43,9 @@ from bench import common as C  # noqa: E402
 RECIPE = C.RECIPES / "chain_uniform.yaml"
 ARMS = {
     "uniform": ["curriculum.sampler=uniform"],
-    "ucb": ["curriculum.sampler=ucb"],         # METHODS 1 defaults: c 1.0, tau 0.1, window 300
-    "sec": ["curriculum.sampler=sec"],         # METHODS 2 defaults: alpha 0.1, tau 1.0
-    "alp_gmm": ["curriculum.sampler=alp_gmm"],  # METHODS 8 defaults; task parameter = rung index
+    "ucb": ["curriculum.sampler=ucb"],         # the paper's defaults: c 1.0, tau 0.1, window 300
+    "sec": ["curriculum.sampler=sec"],         # the code's defaults: alpha 0.1, tau 1.0
+    "alp_gmm": ["curriculum.sampler=alp_gmm"],  # the paper's defaults; task parameter = rung index
     "ucb_dapo": ["curriculum.sampler=ucb", "curriculum.dynamic_sampling={max_rounds: 8}"],
 }
 BAND = (0.1, 0.7)       # a rung starting in this accuracy range is "in the learnable band"

@@ -1,4 +1,4 @@
-"""Adaptive guidance (Guide-GRPO, METHODS 4) on the chain testbed, at equal answers generated.
+"""Adaptive guidance (docs/curriculum.md, "Guide-GRPO") on the chain testbed, at equal answers generated.
 
 Training runs on one rung, `--dist` (default len10: the shortest rung that starts out of reach,
 held-out accuracy < 0.1 before RL -- the bench prints it), with recipes/chain_uniform.yaml's

@@ -6,7 +6,7 @@ on long answers. Batch: 2 answers of --answer-len tokens (default 1536) after a 
 advantages +1 / -1; GRPO token-mean, mini_batches 2 (so old logprobs take their own pass),
 micro_batch_size 1, no KL, no entropy bonus. The same Learner API and settings in both arms.
 
-  old = the whole `rlcurr` package at git revision c5f30b7 (before issue 12), exported with
+  old = the whole `rlcurr` package at git revision c5f30b7 (before the answer-only scoring), exported with
         `git archive` into a temporary directory and put first on PYTHONPATH: full-sequence
         logits, fp32 log_softmax over the vocabulary, old logprobs in chunks of 64 answers,
         entropy as a second full-vocabulary pass.

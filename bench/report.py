@@ -1,4 +1,4 @@
-"""Print the README's Results table (markdown) from bench/results/*.json: one row per figure,
+"""Print a markdown table of the benches (docs/results.md) from bench/results/*.json: one row per figure,
 with the hardware it was measured on and the exact command that reproduces it.
 
     python bench/report.py

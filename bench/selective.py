@@ -1,14 +1,14 @@
-"""Selective rollouts (issue 14), compute-matched on the chain testbed (envs/chain.py,
+"""Selective rollouts, compute-matched on the chain testbed (envs/chain.py,
 recipes/chain_uniform.yaml): answers generated, seconds of training steps and zero-variance
 groups generated to reach DAPO's final held-out accuracy.
 
 Arms (same SFT-warmed model, same seeds, same steps; overrides on chain_uniform.yaml):
-  dapo        uniform sampler + DAPO dynamic sampling (METHODS 5): zero-variance groups are
-              dropped and refilled
-  dapo_greso  dapo + GRESO pre-rollout filtering (METHODS 10, curriculum.greso defaults)
-  speed       uniform sampler + SPEED-RL screening (METHODS 11, curriculum.speed defaults), no
+  dapo        uniform sampler + DAPO dynamic sampling (docs/curriculum.md, "DAPO dynamic sampling"):
+              zero-variance groups are dropped and refilled
+  dapo_greso  dapo + GRESO pre-rollout filtering (docs/curriculum.md, "GRESO", defaults)
+  speed       uniform sampler + SPEED-RL screening (docs/curriculum.md, "SPEED-RL", defaults), no
               dynamic sampling
-  ucb_greso   DUMP's UCB sampler (METHODS 1) + GRESO, *with* dynamic sampling as well, so that
+  ucb_greso   DUMP's UCB sampler + GRESO, *with* dynamic sampling as well, so that
               dapo -> dapo_greso adds GRESO and dapo_greso -> ucb_greso swaps the sampler: each
               of the three DAPO arms differs from the next in one thing
 The DAPO arms use `curriculum.dynamic_sampling={max_rounds: 8}` (as bench/curriculum.py's
@@ -28,7 +28,7 @@ reaches the target on a seed is counted at its whole run (a lower bound on its r
 crossing at evaluations), run with dapo in uniform's place. Also: zero-variance groups over the
 whole run (every arm trains the same number of steps on the same batch size) as a ratio to dapo's.
 
-Goals (issue 14), printed with their verdicts: dapo_greso / dapo <= 0.5 in zero-variance groups
+Goals, printed with their verdicts: dapo_greso / dapo <= 0.5 in zero-variance groups
 (whole run) and <= 0.7 in answers to the target. "met" needs the interval's upper end at or
 below the goal, "missed" its lower end above it; anything else is "undecided".
 
@@ -232,7 +232,7 @@ def print_report(f: dict, have_counts: bool) -> None:
         if name != REF:
             lo, hi = g["ci95"]
             print(f"  {name}: {g['mean']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}]")
-    print("\ngoals (issue 14), dapo_greso / dapo:")
+    print("\ngoals, dapo_greso / dapo:")
     for g in f["goals"]:
         lo, hi = g["ci95"]
         print(f"  {g['what']} ({g['when']}) <= {g['goal']}: {C.fmt(g['mean'], None, 2)} [95% CI {C.fmt(lo, None, 2)}, "

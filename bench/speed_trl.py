@@ -84,7 +84,7 @@ from bench import common as C  # noqa: E402
 PHASES = ("plan", "rollout", "reward", "guide", "learn", "sync")
 SYSTEMS = ("trl", "rlcurr-hf", "rlcurr-hf-async", "rlcurr-vllm")
 WORKLOADS = ("mixed", "raw")
-# s/step of rlcurr-X over TRL's, per workload: what issue 13 asks for
+# s/step of rlcurr-X over TRL's, per workload: the goals the bench reports against
 GOALS = {"mixed": {"rlcurr-hf": 0.7, "rlcurr-hf-async": 0.5}, "raw": {"rlcurr-hf": 1.0}}
 RAW_DISTRIBUTIONS = ["add2"]
 MIXED_BAND = (0.2, 0.8)  # the mixed workload's intended reward mean at temperature 1

@@ -15,7 +15,7 @@ in turn (vLLM first, then HF), each through the trainer's own RolloutPool and Ra
    generation (the engine's own seconds) and learner compute (the learn phase);
 3. weight sync two ways on the same actors, `--sync-reps` times each, alternating: direct (the
    trainer's path: workers resolve the learner actor's object reference) and through the driver
-   (the path before issue 12: weights fetched into the driver and `ray.put` again).
+   (the older path: weights fetched into the driver and `ray.put` again).
 
 Figures and the vLLM/HF ratios are printed last and written to bench/results/throughput.json.
 On 2 shared CPU cores the figures move with the machine's load (the 1-min load average is printed:
@@ -122,7 +122,7 @@ def measure_engine(args, engine: str) -> dict:
 def time_sync_paths(trainer, reps: int) -> dict:
     """Seconds of one weight sync, median over `reps`, alternating the two paths on the same actors:
     direct (`Trainer.sync`: the workers resolve the learner actor's object reference) and through
-    the driver (as before issue 12: `ray.get` of the weights into the driver, `ray.put` again)."""
+    the driver (the older path: `ray.get` of the weights into the driver, `ray.put` again)."""
     import ray
 
     def through_driver() -> None:
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
         rows.append([f"{key} s"] + [f"{results[e][key]:.3f}" for e in engines])
     rows.append(["weight sync s (time/sync)"] + [f"{results[e]['time/sync']:.3f}" for e in engines])
     rows.append(["sync direct s (median, same actors)"] + [f"{results[e]['sync_direct_s']:.3f}" for e in engines])
-    rows.append(["sync through driver s (before #12)"] + [f"{results[e]['sync_driver_s']:.3f}" for e in engines])
+    rows.append(["sync through driver s (older path)"] + [f"{results[e]['sync_driver_s']:.3f}" for e in engines])
     rows.append(["share outside generation + learn"] + [f"{results[e]['outside_share']:.3f}" for e in engines])
     C.print_table(["figure"] + engines, rows)
     for k, r in ratios.items():

@@ -44,15 +44,16 @@ Variants tried while building it (0.9M-parameter Qwen2, hidden 128, 4 layers; SF
   0.04 i, 600 steps (recipes/chain_uniform.yaml), seed 0, 40 GRPO steps at lr 2e-4: learnable mean
   0.363 -> 0.633, every in-band rung +0.23 to +0.43, len10 0.02 -> 0.30, len12 0.00 -> 0.20.
 
-Slack for the token budget (METHODS 3): each step of an SFT trace is verbose with probability
-`verbose_prob`, so traces of the same question vary in length (2 to 4 characters a step) and a
-budget can push the policy to terse steps without changing what it computes.
+Slack for the token budget (docs/curriculum.md, "Budget tightening"): each step of an SFT trace is
+verbose with probability `verbose_prob`, so traces of the same question vary in length (2 to 4
+characters a step) and a budget can push the policy to terse steps without changing what it
+computes.
 
 Distributions: `len01`, `len02`, ... (one per entry of `lengths`) and `noise`: a chain of
 `noise_length` digits whose "answer" is a digit drawn independently of the question (an
 unlearnable arm: 1/modulus chance success, so its groups are mixed and look informative to
 |A|-based samplers); it is scored on the digit after the last '#' alone. The hint of a prompt is
-the first half of its terse, correct trace (Guide-GRPO, METHODS 4).
+the first half of its terse, correct trace (docs/curriculum.md, "Guide-GRPO").
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlcurr.doctor import add_doctor_parser
 
     add_doctor_parser(sub)
-    from rlcurr.profile import add_profile_parser
+    from rlcurr.profile_command import add_profile_parser
 
     add_profile_parser(sub)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """`rlcurr inspect RUN_A RUN_B ... --compare`: several runs side by side.
 
-What it computes, from each run's metrics.jsonl and curriculum.jsonl (report.load_run):
+What it computes, from each run's metrics.jsonl and curriculum.jsonl (rlcurr.rundata.load_run):
 
 * per run: status, key config (sampler, algo, seed, steps), answers generated for training in total
   (the sum of the per-step `rollout/answers_generated`; evaluation answers are not counted), the
@@ -23,7 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlcurr.report import RunData, _f, _num, config_brief, eval_rows
+from rlcurr.display import fmt
+from rlcurr.rundata import RunData, config_brief, eval_rows, num
 
 ANSWERS_KEY = "rollout/answers_generated"
 EPS = 1e-9  # accuracies are means of 0/1 rewards: equal values must count as reached
@@ -56,7 +57,7 @@ def train_rows(run: RunData) -> list[dict[str, Any]]:
 def has_answer_counts(run: RunData) -> bool:
     """Runs from before the answers counter existed have no answer counts (answers are then None)."""
     rows = train_rows(run)
-    return bool(rows) and all(_num(r.get(ANSWERS_KEY)) is not None for r in rows)
+    return bool(rows) and all(num(r.get(ANSWERS_KEY)) is not None for r in rows)
 
 
 def answers_total(run: RunData) -> int | None:
@@ -66,11 +67,11 @@ def answers_total(run: RunData) -> int | None:
 
 
 def _accuracy_mean(row: dict[str, Any]) -> float | None:
-    mean = _num(row.get("eval/accuracy_mean"))
+    mean = num(row.get("eval/accuracy_mean"))
     if mean is not None:
         return mean
     # a row with per-distribution accuracies only: their plain mean (cannot tell which are learnable)
-    vals = [_num(v) for k, v in row.items() if k.startswith("eval/accuracy/")]
+    vals = [num(v) for k, v in row.items() if k.startswith("eval/accuracy/")]
     vals = [v for v in vals if v is not None]
     return sum(vals) / len(vals) if vals else None
 
@@ -90,7 +91,7 @@ def answers_curve(run: RunData) -> list[dict[str, Any]]:
             continue
         curve.append({"step": r["step"], "answers": spent.get(r["step"], 0) if counted else None,
                       "accuracy_mean": mean,
-                      "accuracy": {d: _num(r.get(f"eval/accuracy/{d}")) for d in run.distributions
+                      "accuracy": {d: num(r.get(f"eval/accuracy/{d}")) for d in run.distributions
                                    if f"eval/accuracy/{d}" in r}})
     return curve
 
@@ -107,7 +108,7 @@ def sampling_probs(run: RunData) -> dict[str, dict[str, float | None]]:
     """Per distribution: mean sampling probability over the curriculum rows shown, and the last one."""
     out = {}
     for d in run.distributions:
-        probs = [_num(((r.get("distributions") or {}).get(d) or {}).get("prob")) for r in run.curriculum]
+        probs = [num(((r.get("distributions") or {}).get(d) or {}).get("prob")) for r in run.curriculum]
         probs = [p for p in probs if p is not None]
         out[d] = {"mean": sum(probs) / len(probs) if probs else None, "last": probs[-1] if probs else None}
     return out
@@ -216,7 +217,7 @@ def print_compare(runs: list[RunData], console=None) -> None:
         t.add_column(col, justify="left" if col == "run" else "right")
     for s in c["runs"]:
         final, best, cfg = s["final"], s["best"], s["config"]
-        t.add_row(s["name"], _f(cfg["sampler"]), _f(cfg["algo"]), _f(cfg["seed"]), _f(cfg["steps"]),
+        t.add_row(s["name"], fmt(cfg["sampler"]), fmt(cfg["algo"]), fmt(cfg["seed"]), fmt(cfg["steps"]),
                   "-" if final is None else f"{final['accuracy_mean']:.3f} @{final['step']}",
                   "-" if best is None else f"{best['accuracy_mean']:.3f} @{best['step']}",
                   _count(s["answers_total"]))
@@ -231,7 +232,7 @@ def print_compare(runs: list[RunData], console=None) -> None:
         for s in c["runs"]:
             acc = None if s["final"] is None else s["final"]["accuracy"].get(d)
             p = s["sampling_probs"].get(d) or {}
-            cells.append(f"acc {_f(acc, 2)}\np {_f(p.get('mean'), 2)} / {_f(p.get('last'), 2)}")
+            cells.append(f"acc {fmt(acc, 2)}\np {fmt(p.get('mean'), 2)} / {fmt(p.get('last'), 2)}")
         t.add_row(d, *cells)
     console.print(t)
 
@@ -285,7 +286,7 @@ def plot_compare(runs: list[RunData], path: str | Path) -> Path:
         _plot_reward(ax_reward, run, name, colour, k)
         lw = 1.3 + 0.9 * min(2, len(runs) - 1 - i)  # earlier runs wider: equal probabilities stay visible
         for ax, d in zip(prob_axes, dists):
-            pts = [(r["step"], _num(((r.get("distributions") or {}).get(d) or {}).get("prob"))) for r in run.curriculum]
+            pts = [(r["step"], num(((r.get("distributions") or {}).get(d) or {}).get("prob"))) for r in run.curriculum]
             pts = [(x, y) for x, y in pts if y is not None]
             if pts:
                 ax.plot(*zip(*pts), color=colour, lw=lw, label=name)
@@ -323,7 +324,7 @@ def _plot_accuracy(ax, run: RunData, name: str, colour) -> None:
 def _plot_reward(ax, run: RunData, name: str, colour, k: int) -> None:
     import numpy as np
 
-    pts = [(r["step"], _num(r.get("reward/mean"))) for r in train_rows(run)]
+    pts = [(r["step"], num(r.get("reward/mean"))) for r in train_rows(run)]
     pts = [(x, y) for x, y in pts if y is not None]
     if not pts:
         return

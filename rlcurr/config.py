@@ -3,20 +3,24 @@
 Every section forbids unknown keys, so a typo is an error naming its dotted path. The config is
 never mutated after parsing; the trainer reads it, and `config.yaml` in the run directory is
 the resolved version (all defaults filled in).
+
+Over 400 lines on purpose: the recipe schema in one place, from which docs/recipes.md is
+generated (scripts/recipe_docs.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-import difflib
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from envs.arith import ArithConfig
 from rlcurr.curriculum.config import CurriculumConfig
+from rlcurr.env_registry import ENVS as BUILTIN_ENVS  # noqa: F401  (env.name -> config class)
+from rlcurr.env_registry import validate_env
+from rlcurr.environment import EnvConfigBase
 from rlcurr.errors import UserError
 from rlcurr.paths import read_utf8
 
@@ -111,8 +115,9 @@ class AlgoConfig(Section):
     epochs: int = Field(1, ge=1, description="optimisation passes over each batch")
     mini_batches: int = Field(1, ge=1, description="optimizer steps per epoch")
     micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (grad accumulation)")
-    # Truncated importance sampling (METHODS 7): weight each token's policy-gradient term by
-    # min(pi_old / pi_rollout, tis_cap) to correct the engine/learner mismatch. None = off.
+    # Truncated importance sampling (docs/algorithms.md, "Truncated importance sampling"): weight
+    # each token's policy-gradient term by min(pi_old / pi_rollout, tis_cap) to correct the
+    # engine/learner mismatch. None = off.
     tis_cap: float | None = Field(None, gt=0, description="cap of the engine->learner importance weight")
     # Answers with advantage exactly 0 (GRPO's all-equal groups) add 0 to the policy-gradient term
     # but count in its denominator: the learner leaves them out of the training forward/backward
@@ -133,8 +138,9 @@ class AlgoConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _default_loss_agg(cls, data: Any) -> Any:
-        # Dr.GRPO (METHODS 5) divides the token sum by a constant: its own aggregation when the
-        # recipe gives none (absent or null). A resolved config.yaml has it written out: kept.
+        # Dr.GRPO (docs/algorithms.md, "Advantage estimators") divides the token sum by a constant: its own
+        # aggregation when the recipe gives none (absent or null). A resolved config.yaml has it
+        # written out: kept.
         if isinstance(data, dict) and data.get("loss_agg") is None:
             data = dict(data)
             data["loss_agg"] = "seq-mean-token-sum-norm" if data.get("name") == "drgrpo" else "token-mean"
@@ -160,7 +166,7 @@ class AlgoConfig(Section):
 
 
 class ScheduleConfig(Section):
-    """LR schedule (METHODS 9; formulas in rlcurr/algos/schedules.py)."""
+    """LR schedule (docs/algorithms.md, "Learning-rate schedules"; formulas in rlcurr/algos/schedules.py)."""
 
     name: Literal["constant", "linear", "cosine", "wsd", "rex", "power"] = "constant"
     warmup_steps: int = Field(0, ge=0)
@@ -209,8 +215,8 @@ class TrainerConfig(Section):
     overwrite: bool = False
     save_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
-    # Bounded staleness (issue 13): while the learner trains step t the rollout workers generate
-    # the batch of step t + k, with the weights of step t; 0 = the synchronous loop.
+    # Bounded staleness (docs/scaling.md, "Asynchronous training"): while the learner trains step t
+    # the rollout workers generate the batch of step t + k, with the weights of step t; 0 = sync.
     max_staleness: int = Field(0, ge=0, description="k: steps the rollouts may run ahead of the learner (0 = sync)")
 
 
@@ -250,108 +256,6 @@ class LoggingConfig(Section):
     tensorboard: bool = True
     wandb: WandbConfig | None = None
     progress: bool = True
-
-
-from envs.base import EnvConfigBase  # noqa: E402
-from envs.calc import CalcConfig  # noqa: E402
-from envs.chain import ChainConfig  # noqa: E402
-from envs.dataset import DatasetConfig  # noqa: E402
-from envs.math import MathConfig  # noqa: E402
-from envs.reasoning_gym import ReasoningGymConfig  # noqa: E402
-from envs.skills import SkillsConfig  # noqa: E402
-
-#: env.name -> config class of the environments that ship with rlcurr
-BUILTIN_ENVS: dict[str, type[EnvConfigBase]] = {
-    get_args(c.model_fields["name"].annotation)[0]: c
-    for c in (ArithConfig, ChainConfig, ReasoningGymConfig, MathConfig, CalcConfig, DatasetConfig, SkillsConfig)
-}
-ENV_NAMES = set(BUILTIN_ENVS)
-
-
-def env_config_class(name: Any, recipe_dir: str | Path | None = None) -> type[EnvConfigBase]:
-    """The config class `env.name` refers to: a built-in name (`BUILTIN_ENVS`) or an import path
-    to a subclass of `EnvConfigBase` defined outside rlcurr:
-
-    - ``path/to/my_envs.py:MyConfig`` -- a relative path is looked up in the recipe's directory,
-      then in the working directory;
-    - ``my_pkg.envs:MyConfig`` (or ``my_pkg.envs.MyConfig``) -- imported with the working
-      directory on ``sys.path``.
-
-    For an import path the class returned is a subclass of the user's class whose `name` field
-    is the path itself (a file made absolute), so the resolved config.yaml names the same class
-    when a run is resumed from another directory. A name that cannot be resolved is one
-    UserError naming env.name (and the file)."""
-    if not isinstance(name, str) or not name.strip():
-        raise UserError(f"env.name must be a string naming an environment (got {name!r}); {_ENV_NAME_FORMS}")
-    if name in BUILTIN_ENVS:
-        return BUILTIN_ENVS[name]
-    if ":" not in name and "." not in name:
-        close = difflib.get_close_matches(name, list(BUILTIN_ENVS), n=1)
-        maybe = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"env.name {name!r}: unknown environment{maybe}; {_ENV_NAME_FORMS}")
-    if name.endswith(".py"):
-        raise UserError(f"env.name {name!r}: name the config class after the file, e.g. '{name}:MyConfig'")
-    from rlcurr.rewards.registry import import_object
-
-    search = [recipe_dir] if recipe_dir is not None else []
-    obj, canonical = import_object(name, what="env.name", search_dirs=search)
-    where = canonical.rsplit(":", 1)[0] if ":" in canonical else canonical
-    if not (isinstance(obj, type) and issubclass(obj, EnvConfigBase)):
-        from envs.base import Environment
-
-        what = f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
-        extra = ""
-        if isinstance(obj, type) and issubclass(obj, Environment):
-            extra = (" (that is the environment; point env.name at its config class, the EnvConfigBase "
-                     "subclass whose build(seed) returns it)")
-        raise UserError(f"env.name {name!r}: {what} in {where} is not a subclass of rlcurr.EnvConfigBase{extra}")
-    if obj.build is EnvConfigBase.build:
-        raise UserError(f"env.name {name!r}: {obj.__name__} in {where} defines no build(self, seed) returning "
-                        f"an rlcurr.Environment")
-    return _named_plugin_class(obj, canonical)
-
-
-_ENV_NAME_FORMS = (f"built-in environments: {', '.join(sorted(BUILTIN_ENVS))}; your own is an import path to its "
-                   f"config class (a subclass of rlcurr.EnvConfigBase): 'my_envs.py:MyConfig' (relative to the "
-                   f"recipe's directory, then the working directory) or 'my_pkg.envs:MyConfig'")
-
-_PLUGIN_CLASSES: dict[tuple[type, str], type[EnvConfigBase]] = {}
-
-
-def _named_plugin_class(user_cls: type[EnvConfigBase], name: str) -> type[EnvConfigBase]:
-    """`user_cls` with a `name` field fixed to its import path (cached: one class per path), and a
-    `build` that checks it returns an Environment."""
-    key = (user_cls, name)
-    if key not in _PLUGIN_CLASSES:
-        from envs.base import Environment
-
-        def build(self, seed: int):
-            env = user_cls.build(self, seed)
-            if not isinstance(env, Environment):
-                raise UserError(f"env.name {name!r}: {user_cls.__name__}.build(seed) returned a "
-                                f"{type(env).__name__}, not an rlcurr.Environment")
-            return env
-
-        namespace = {"__module__": user_cls.__module__, "__qualname__": user_cls.__qualname__,
-                     "__doc__": user_cls.__doc__, "__annotations__": {"name": Literal[name]}, "name": name,
-                     "build": build}
-        _PLUGIN_CLASSES[key] = type(user_cls.__name__, (user_cls,), namespace)
-    return _PLUGIN_CLASSES[key]
-
-
-def validate_env(value: Any, recipe_dir: str | Path | None = None) -> EnvConfigBase:
-    """The recipe's `env` mapping validated by the config class its `name` picks. Field errors are
-    pydantic's (reported as env.<field> by `format_validation_error`); a name that does not resolve
-    is a UserError (see `env_config_class`)."""
-    if isinstance(value, EnvConfigBase):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping with a name, e.g. {{name: arith}}; {_ENV_NAME_FORMS}")
-    if "name" not in value:
-        raise ValidationError.from_exception_data("env", [{"type": "missing", "loc": ("name",), "input": value}])
-    cls = env_config_class(value["name"], recipe_dir)
-    data = {**value, "name": cls.model_fields["name"].default}  # a file path made absolute
-    return cls.model_validate(data, context={"recipe_dir": str(recipe_dir) if recipe_dir is not None else None})
 
 
 class Config(Section):

@@ -15,6 +15,9 @@ On a CPU machine the GPU paths run their closest CPU proof (gloo instead of NCCL
 on the CPU, vLLM's CPU engine) and the checks that need a GPU say they were skipped. The exit
 code is 1 when a check failed. Each check runs in a fresh process (`python -m rlcurr.doctor
 CHECK`), so a crash (a CUDA error, an NCCL hang until --timeout) fails that check only.
+
+Over 400 lines on purpose: every check is a short function, kept together in the order
+`rlcurr doctor` runs them.
 """
 
 from __future__ import annotations

@@ -1,19 +1,27 @@
-"""The driver loop. `Trainer.step(t)` reads as the ten steps of DESIGN.md, in the order they run:
+"""The driver loop. `Trainer.step(t)` reads as ten steps, in the order they run:
 
- 1 plan     curriculum chooses prompts, their distribution and max_tokens
+ 1 plan     curriculum chooses prompts, their distribution, max_tokens, budget and temperatures:
+            one BatchPlan per generation round, all the round's rollout and scoring read
  2 rollout  RolloutWorker actors generate n answers per prompt -> Rollouts
  3 score    reward functions -> ScoredGroups of the answers they scored (a failed reward leaves its
             answer out), each given its group-relative advantages here, once (pure functions;
-            DESIGN's step 6, moved up: guide, filter and observe all read them)
+            guide, filter and observe all read them)
  4 guide    all-failed groups are re-rolled with a hint (Guide-GRPO), kept if mixed
  5 filter   optional DAPO dynamic sampling: drop zero-variance groups, refill rounds repeat 1-5
             (or SPEED-RL, `collect_speed`: screen each prompt with a few answers, finish those
             with a pass rate inside the band, screening rounds until the batch is full)
- 6 observe  the curriculum updates its statistics
- 7 d3s      optional D3S answer down-sampling (kept answers keep their group's advantages)
+ 6 observe  the curriculum updates its statistics and gives the step's CurriculumRow
+ 7 d3s      optional D3S answer down-sampling at the row's keep fractions (kept answers keep their
+            group's advantages)
  8 learn    LearnerGroup: old/ref logprobs, clipped loss, optimizer step
  9 sync     learner weights -> every rollout worker
 10 record   metrics.jsonl, curriculum.jsonl, TensorBoard, checkpoints
+
+The methods each step runs: docs/curriculum.md; GPUs, Ray and the asynchronous trainer:
+docs/scaling.md; the files of the run directory: docs/run-directory.md.
+
+Over 400 lines on purpose: the driver's ten steps stay in one class so that `step(t)` reads
+top to bottom; the math each step calls lives in rlcurr/algos and rlcurr/curriculum.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, fin
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
+from rlcurr.curriculum.row import CurriculumRow, D3SRow
 from rlcurr.curriculum.speed import (SpeedExhausted, check_speed_config, in_band, merge, pass_rate, screen_cap,
                                      screen_size)
 from rlcurr.errors import UserError
@@ -306,7 +315,8 @@ class Trainer:
             raise RuntimeError(f"internal: step {t} got batch {batch.step} of policy version {batch.policy_version}")
         for s in [s for s in self.plan_snapshots if s <= t]:
             del self.plan_snapshots[s]
-        groups, token_keep_frac, d3s_stats = self.downsample(t, batch.groups)  # 7 D3S: fewer answers/tokens
+        row = batch.row
+        groups, token_keep_frac, d3s_stats = self.downsample(batch.groups, row.d3s)  # 7 D3S: fewer answers/tokens
         samples = to_train_samples(groups, batch.policy_version)  # empty only if reward failures dropped every group
         self.rollout_pool.sleep()  # colocated mode only: vLLM frees the GPU for the learner
         update = self.learner.submit_train_step(samples, t, token_keep_frac=token_keep_frac) if samples else None
@@ -329,18 +339,18 @@ class Trainer:
             eval_metrics = self.evaluate()
             metrics.update(eval_metrics)
             self.observe_eval(t, eval_metrics)
-        row = {**batch.row, "policy_version": batch.policy_version, "lag": t - batch.policy_version,
-               "alerts": self.controller.current_alerts(batch.row)}
-        if row["d3s"] is not None:
-            row["d3s"].update(answers_kept_frac=d3s_stats["d3s/answers_kept_frac"],
-                              tokens_kept_frac=learn.get("d3s/tokens_kept_frac"))
-        self.logger.record(t, metrics, row)                                  # 10 record
+        row.policy_version, row.lag = batch.policy_version, t - batch.policy_version
+        row.alerts = self.controller.current_alerts(row)
+        if row.d3s is not None:
+            row.d3s.answers_kept_frac = d3s_stats["d3s/answers_kept_frac"]
+            row.d3s.tokens_kept_frac = learn.get("d3s/tokens_kept_frac")
+        self.logger.record(t, metrics, row.to_json())                        # 10 record
         return metrics
 
     def collect_batch(self, s: int, now: int, timer: M.PhaseTimer) -> "CollectedBatch":
         """Steps 1-6 for trainer step `s`, run during step `now` (s - now <= max_staleness) with
         the rollout engines' current weights; the curriculum observes the groups as step s's and
-        its curriculum.jsonl line is taken now (the probabilities after observing them)."""
+        its CurriculumRow is taken now (the probabilities after observing them)."""
         if self.cfg.trainer.max_staleness:  # the controller before plan(s): a checkpoint of step s-1 resumes from it
             self.plan_snapshots[s] = copy.deepcopy(self.controller.state_dict())
         # 1 plan, 2 rollout, 3 score (+ advantages), 4 guide, 5 filter: one round, or DAPO refill rounds
@@ -350,16 +360,17 @@ class Trainer:
         #   groups (|A| = 0) still count for the sampler
         metrics = {**M.rollout_metrics(groups, round_stats.pop("groups_dropped")), **round_stats,
                    **self.reward_failure_metrics()}
-        return CollectedBatch(s, groups, metrics, self.controller.record(s), self.version, now)
+        return CollectedBatch(s, groups, metrics, self.controller.row(s), self.version, now)
 
     def collect(self, t: int, timer: M.PhaseTimer) -> tuple[list[ScoredGroup], list[ScoredGroup], dict]:
         """Steps 1-5 in generation rounds; returns (the batch, every on-policy group generated, stats).
 
         Without dynamic sampling: one round of prompts_per_step prompts, nothing dropped. With it
-        (DAPO, METHODS 5): each round's zero-variance groups are dropped, and while fewer than
-        prompts_per_step groups are kept, a refill round plans `refill_size` more prompts; surplus
-        kept groups are cut off. Past curriculum.dynamic_sampling.max_rounds rounds the run stops
-        with DynamicSamplingExhausted (see filters.py for why not train on a part batch).
+        (DAPO, docs/curriculum.md "DAPO dynamic sampling"): each round's zero-variance groups are
+        dropped, and while fewer than prompts_per_step groups are kept, a refill round plans
+        `refill_size` more prompts; surplus kept groups are cut off. Past
+        curriculum.dynamic_sampling.max_rounds rounds the run stops with DynamicSamplingExhausted
+        (see filters.py for why not train on a part batch).
         Guidance runs on every round (its max_rerolls is per step): a hinted re-roll with mixed
         outcomes fills a batch slot like any mixed group, so it saves refill rounds.
         A group that reward failures left without a group-relative signal (`has_signal`) is dropped
@@ -400,12 +411,13 @@ class Trainer:
         return batch[:need], generated, stats
 
     def collect_speed(self, t: int, timer: M.PhaseTimer) -> tuple[list[ScoredGroup], list[ScoredGroup], dict]:
-        """`collect` with SPEED-RL screening (METHODS 11; the rule, and where ours differs from the
-        authors', in curriculum/speed.py). Each round plans candidates (prompts_per_step in round 0,
-        then `screen_size` from the share kept so far), gives each speed.screen_n answers, and
-        completes the prompts whose screened pass rate is strictly inside (low, high) - as many as
-        the batch still misses, in plan order - with rollout.n - screen_n more answers, merged with
-        the screening answers into one group whose advantages are computed over all n answers.
+        """`collect` with SPEED-RL screening (docs/curriculum.md "SPEED-RL"; the rule, and where ours
+        differs from the authors', in curriculum/speed.py). Each round plans candidates
+        (prompts_per_step in round 0, then `screen_size` from the share kept so far), gives each
+        speed.screen_n answers, and completes the prompts whose screened pass rate is strictly
+        inside (low, high) - as many as the batch still misses, in plan order - with
+        rollout.n - screen_n more answers, merged with the screening answers into one group whose
+        advantages are computed over all n answers.
         With dynamic_sampling, zero-variance completed groups are dropped as DAPO drops them.
 
         `generated` (what observe gets, once per step) holds, in plan order, the screening-only
@@ -458,13 +470,13 @@ class Trainer:
                           "filter/groups_surplus": len(batch) - need})
         return batch[:need], generated, stats
 
-    def downsample(self, t: int, groups: list[ScoredGroup]) -> tuple[list[ScoredGroup], float | None, dict]:
-        """D3S (METHODS 6) at step t's keep fractions (n, k): each group keeps its d3s_num_keep(G, n)
-        answers of maximal advantage variance; k is the learner's token keep fraction."""
-        fractions = self.controller.d3s_fractions(t)
-        if fractions is None:
+    def downsample(self, groups: list[ScoredGroup], d3s: D3SRow | None) -> tuple[list[ScoredGroup], float | None, dict]:
+        """D3S (docs/curriculum.md "D3S") at the step's keep fractions (its row's d3s: n, k; None
+        without D3S): each group keeps its d3s_num_keep(G, n) answers of maximal advantage
+        variance; k is the learner's token keep fraction."""
+        if d3s is None:
             return groups, None, {}
-        n_frac, k_frac = fractions
+        n_frac, k_frac = d3s.n, d3s.k
         kept = d3s_subsample(groups, n_frac)
         answers = sum(g.n for g in groups)
         return kept, k_frac, {"d3s/n": n_frac, "d3s/k": k_frac,
@@ -482,17 +494,17 @@ class Trainer:
         timeouts (an answer counts once in each kind it had), and groups dropped for it."""
         return {f"reward/{k}": v for k, v in self.reward_failures.items()}
 
-    def train_request(self, plan: BatchPlan, prompt_ids: list[int], max_tokens: int) -> GenRequest:
-        """A training rollout request; with EAD (METHODS 7) it carries step plan.step's temperature
-        per answer position. The learner scores every answer at the single rollout.temperature, so
-        EAD answers are off-policy; algo.tis_cap (truncated IS, min(pi_old / pi_rollout, cap)) corrects for that."""
-        temps = self.controller.temperatures(plan.step, max_tokens)
-        return GenRequest(prompt_ids, plan.n, max_tokens, plan.temperature, plan.top_p,
-                          temperatures=None if temps is None else tuple(temps))
+    def train_request(self, plan: BatchPlan, prompt_ids: list[int], item: PlannedPrompt) -> GenRequest:
+        """A training rollout request for plan item `item`; with EAD (docs/curriculum.md "EAD") it
+        carries the item's temperature per answer position. The learner scores every answer at the
+        single rollout.temperature, so EAD answers are off-policy; algo.tis_cap (truncated IS,
+        min(pi_old / pi_rollout, cap)) corrects for that."""
+        return GenRequest(prompt_ids, plan.n, item.max_tokens, plan.temperature, plan.top_p,
+                          temperatures=item.temperatures)
 
     def rollout(self, plan: BatchPlan) -> list[Rollout]:
         encoded = [self.encode(item.prompt) for item in plan.items]
-        requests = [self.train_request(plan, ids, item.max_tokens) for (ids, _), item in zip(encoded, plan.items)]
+        requests = [self.train_request(plan, ids, item) for (ids, _), item in zip(encoded, plan.items)]
         completions = self.generate_for_training(requests, [item.prompt for item in plan.items])
         return [Rollout(item, ids, text, comps) for item, (ids, text), comps in zip(plan.items, encoded, completions)]
 
@@ -524,14 +536,14 @@ class Trainer:
         A group holds the answers every reward function scored: under `reward.on_error: none` an
         answer whose reward raised or timed out is left out (counted in `num_failed` and in this
         step's `reward/errors` / `reward/timeouts`) instead of training as a 0. `correct` is the
-        environment verifier's judgement of each answer (see `verify`)."""
+        environment verifier's judgement of each answer (see `verify`). The length reward's budget
+        is each planned prompt's (`PlannedPrompt.budget`)."""
         prompts, completions, budgets, num_tokens, per_answer = [], [], [], [], []
         for r in rolled:
-            budget = self.controller.budget(t, r.planned.prompt.distribution)
             for c in r.completions:
                 prompts.append(r.prompt_text)
                 completions.append(c.text)
-                budgets.append(budget)
+                budgets.append(r.planned.budget)
                 num_tokens.append(c.num_generated)
                 per_answer.append(r.planned.prompt)
         columns = build_columns(per_answer, budget=budgets, num_tokens=num_tokens)
@@ -561,8 +573,9 @@ class Trainer:
         return [v is not None and v > 0 for v in part]
 
     def guide(self, t: int, plan: BatchPlan, groups: list[ScoredGroup]) -> list[ScoredGroup]:
-        """Guide-GRPO (METHODS 4): re-roll all-failed groups with the hint in context; a re-roll
-        with mixed outcomes replaces its group as off-policy answers to the hint-free prompt."""
+        """Guide-GRPO (docs/curriculum.md "Guide-GRPO"): re-roll all-failed groups with the hint in
+        context (each with its plan item's max_tokens, budget and temperatures); a re-roll with
+        mixed outcomes replaces its group as off-policy answers to the hint-free prompt."""
         policy = self.controller.guidance
         if policy is None:
             return groups
@@ -570,11 +583,13 @@ class Trainer:
         if not chosen:
             return groups
         failed = [groups[i] for i in chosen]
+        planned = {item.prompt.uid: item for item in plan.items}  # a uid's items are all alike
+        items = [planned[g.prompt.uid] for g in failed]
         hinted = [self.encode(g.prompt, hint=g.prompt.hint) for g in failed]
-        requests = [self.train_request(plan, ids, g.max_tokens) for (ids, _), g in zip(hinted, failed)]
-        rolled = [Rollout(PlannedPrompt(g.prompt, g.max_tokens), ids, text, comps)
-                  for g, (ids, text), comps in zip(failed, hinted,
-                                                 self.generate_for_training(requests, [g.prompt for g in failed]))]
+        requests = [self.train_request(plan, ids, item) for (ids, _), item in zip(hinted, items)]
+        rolled = [Rollout(item, ids, text, comps)
+                  for item, (ids, text), comps in zip(items, hinted,
+                                                      self.generate_for_training(requests, [g.prompt for g in failed]))]
         out = list(groups)
         for i, g_old, g_new in zip(chosen, failed, self.set_advantages(self.score(t, rolled))):  # 3 again
             g_new.behaviour_prompt_ids, g_new.prompt_ids, g_new.off_policy = g_new.prompt_ids, g_old.prompt_ids, True
@@ -668,10 +683,12 @@ def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
     core. An asynchronous one on CPU runs them at once: two pools of threads on the same cores
     spin against each other (measured on 2 cores, quickstart: 1.6 s/step against 0.55 s sync),
     so the cores are split, half to the learner, half to the rollout workers. With GPUs the
-    threads only feed the devices; nothing is split."""
+    threads only feed the devices; nothing is split. RLCURR_CPU_THREADS=N caps the cores a run
+    takes (runs that share a machine: torch threads that outnumber the cores spin and stall)."""
+    share = int(os.environ.get("RLCURR_CPU_THREADS") or 0) or None  # this run's share of a machine others use
     if gpus or cfg.trainer.max_staleness == 0:
-        return None, None
-    cores = os.cpu_count() or 1
+        return share, share
+    cores = share or os.cpu_count() or 1
     learner = max(1, cores // 2)
     return max(1, (cores - learner) // cfg.rollout.num_workers), learner
 
@@ -710,7 +727,7 @@ class CollectedBatch:
     step: int
     groups: list[ScoredGroup]
     metrics: dict  # rollout, generation-round and reward-failure metrics of its collection
-    row: dict  # its curriculum.jsonl line (controller.record(step) right after observe)
+    row: CurriculumRow  # its curriculum.jsonl line (controller.row(step) right after observe)
     policy_version: int  # the weights that generated it: those after `policy_version` trainer steps
     collected_during: int
 

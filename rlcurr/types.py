@@ -26,8 +26,8 @@ class Prompt:
 class GenRequest:
     """Generate `n` answers for one tokenised prompt.
 
-    `temperatures` (EAD, METHODS 7): the temperature of each answer position, used instead of
-    `temperature` (positions past its end use its last value); HF engine only.
+    `temperatures` (EAD, docs/curriculum.md "EAD"): the temperature of each answer position, used
+    instead of `temperature` (positions past its end use its last value); HF engine only.
     `stop`: generation also ends with the token that completes one of these strings (the string
     stays in the answer, and the text may run past it by the rest of that token: the text is
     always the decoding of the token ids; rlcurr.rollout.stop_strings); multi-turn tool calls.
@@ -67,14 +67,23 @@ class Completion:
 
 @dataclass(frozen=True)
 class PlannedPrompt:
-    """A prompt chosen by the curriculum, with the generation budget it gets."""
+    """A prompt chosen by the curriculum, with what its rollout and scoring need: the answer
+    length it may generate (`max_tokens`: the token budget plus its slack, or rollout.max_tokens),
+    the budget the length reward scores it against (None without curriculum.budget) and its
+    per-position sampling temperatures (EAD, docs/curriculum.md "EAD"; None: the plan's scalar
+    temperature). Items of one distribution in one plan share the same values."""
 
     prompt: Prompt
     max_tokens: int
+    budget: int | None = None
+    temperatures: tuple[float, ...] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class BatchPlan:
+    """One generation round of a trainer step, as the curriculum planned it: everything the
+    rollout and the scoring of the round read (CurriculumController.plan)."""
+
     step: int
     items: list[PlannedPrompt]
     n: int  # answers per prompt

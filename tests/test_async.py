@@ -1,4 +1,4 @@
-"""Bounded-staleness training (trainer.max_staleness, issue 13): the decoupled objective derived
+"""Bounded-staleness training (trainer.max_staleness): the decoupled objective derived
 by hand, the learner's one-forward shortcut giving the same update as the separate pass, the
 config rules, and real asynchronous runs (Ray, HF engine): lags, curriculum lines, learning."""
 
@@ -136,6 +136,17 @@ def test_cpu_threads_split_only_when_async():
     assert cpu_threads(_cfg("trainer.max_staleness=1"), gpus=True) == (None, None)
     rollout, learner = cpu_threads(_cfg("trainer.max_staleness=1"), gpus=False)
     assert rollout >= 1 and learner >= 1
+
+
+def test_cpu_threads_capped_by_the_environment(monkeypatch):
+    """RLCURR_CPU_THREADS=N: a synchronous run takes N threads per actor; an asynchronous one
+    splits N (not the machine's cores): N // 2 to the learner, the rest to the one rollout worker."""
+    from rlcurr.trainer import cpu_threads
+
+    monkeypatch.setenv("RLCURR_CPU_THREADS", "1")
+    assert cpu_threads(_cfg(), gpus=False) == (1, 1)
+    monkeypatch.setenv("RLCURR_CPU_THREADS", "4")
+    assert cpu_threads(_cfg("trainer.max_staleness=1"), gpus=False) == (2, 2)
 
 
 # ---------------------------------------------------------------- real runs

@@ -1,4 +1,4 @@
-"""bench/async.py (issue 13): the smoke runs k = 0, 1, 2 on both recipes and reports what the full
+"""bench/async.py: the smoke runs k = 0, 1, 2 on both recipes and reports what the full
 bench reports; its arithmetic against k0 is checked on hand-made runs."""
 
 import importlib

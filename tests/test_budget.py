@@ -1,4 +1,5 @@
-"""Token-budget schedules (METHODS 3), the length penalty, and EAD temperatures (METHODS 7)."""
+"""Token-budget schedules, the length penalty, and EAD temperatures
+(docs/curriculum.md, "Budget tightening", and "EAD")."""
 
 import math
 
@@ -64,7 +65,7 @@ def test_length_penalty():
     assert length_penalty(300, 100, weight=0.5, cap=1.0) == pytest.approx(-0.5)  # capped at 100 % over
 
 
-# ----------------------------------------------------------------------------- EAD (METHODS 7)
+# ------------------------------------------------- EAD (docs/curriculum.md, "EAD")
 
 
 def test_ead_temperatures_by_hand():

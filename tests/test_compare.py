@@ -12,7 +12,7 @@ from rich.console import Console  # noqa: E402
 
 from rlcurr.cli import main  # noqa: E402
 from rlcurr.compare import answers_curve, compare_json, print_compare, run_names  # noqa: E402
-from rlcurr.report import load_run  # noqa: E402
+from rlcurr.rundata import load_run  # noqa: E402
 
 DISTS = ["add1", "noise"]
 
@@ -111,7 +111,7 @@ def test_run_names(tmp_path):
 
 
 def _stub(path):
-    from rlcurr.report import RunData
+    from rlcurr.rundata import RunData
 
     return RunData(run_dir=path, config={}, metrics=[], curriculum=[], distributions=[])
 

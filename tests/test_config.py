@@ -89,7 +89,7 @@ def test_sampled_eval_needs_a_temperature():
         load_config(QUICKSTART, ["eval.samples=4"])  # greedy: 4 identical answers per prompt
 
 
-# ---------------------------------------------------------------- issue 12: cross-field checks
+# ---------------------------------------------------------------- cross-field checks
 
 
 def test_top_p_needs_tis_cap():

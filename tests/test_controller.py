@@ -200,7 +200,7 @@ def test_same_seed_same_plans():
 
 
 def test_sec_q_uses_grpo_abs_advantage_whatever_the_estimator():
-    """SEC (METHODS 2) scores an arm by the std-normalised GRPO mean |A|, so tau keeps its meaning
+    """SEC (docs/curriculum.md, "SEC") scores an arm by the std-normalised GRPO mean |A|, so tau keeps its meaning
     when Dr.GRPO (no std division) trains."""
     from rlcurr.algos.advantages import group_advantages
     from rlcurr.curriculum.config import SECConfig

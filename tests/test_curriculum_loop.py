@@ -1,5 +1,5 @@
 """The curriculum filters wired into the loop: EAD per-position temperatures in the HF engine,
-D3S token masking in the learner, DAPO refill rounds in the trainer (METHODS 5, 6, 7)."""
+D3S token masking in the learner, DAPO refill rounds in the trainer (docs/curriculum.md)."""
 
 import math
 from pathlib import Path

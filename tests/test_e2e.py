@@ -13,7 +13,7 @@ STEPS = 60
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["sync", "async1"])
 def run(ray_session, tmp_path_factory, request):
-    """The quickstart, synchronous and with trainer.max_staleness=1 (issue 13)."""
+    """The quickstart, synchronous and with trainer.max_staleness=1."""
     from rlcurr.trainer import Trainer
 
     out = tmp_path_factory.mktemp("e2e") / "run"

@@ -1,5 +1,5 @@
-"""Environments by import path (rlcurr/config.py `env_config_class`), as README's "Add an
-environment" shows them: its ```python block is saved as my_envs.py and its first ```yaml block
+"""Environments by import path (rlcurr/env_registry.py `env_config_class`), as docs/extending.md "Environments"
+shows them: its ```python block is saved as my_envs.py and its first ```yaml block
 as reverse.yaml, outside the repository, and used exactly as a reader would -- validation, the
 Environment it builds, a short real `rlcurr train`, a resume-style reload of the run's
 config.yaml from another directory -- then every way an import path can be wrong, each one
@@ -24,19 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64}}
 
 
-def readme_blocks(language: str) -> list[str]:
-    """The ```<language> blocks of README.md's "## Add an environment" section, in order."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Add an environment\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"^```{language}\n(.*?)^```", section, flags=re.S | re.M)
+def docs_blocks(language: str, section: str = "Environments") -> list[str]:
+    """The ```<language> blocks of docs/extending.md's "## <section>" section, in order."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"^```{language}\n(.*?)^```", body, flags=re.S | re.M)
 
 
 @pytest.fixture
 def example(tmp_path) -> Path:
-    """README's my_envs.py and reverse.yaml in a directory of their own; returns the recipe."""
-    (tmp_path / "my_envs.py").write_text(readme_blocks("python")[0])
+    """docs/extending.md's my_envs.py and reverse.yaml in a directory of their own; returns the recipe."""
+    (tmp_path / "my_envs.py").write_text(docs_blocks("python")[0])
     recipe = tmp_path / "reverse.yaml"
-    recipe.write_text(readme_blocks("yaml")[0])
+    recipe.write_text(docs_blocks("yaml")[0])
     return recipe
 
 
@@ -65,8 +65,8 @@ def test_readme_environment_fields_are_checked_like_built_ins(example, monkeypat
     assert sorted(lines[1:]) == ["  env.colour: unknown key",
                                  "  env.lengths.0: Input should be less than or equal to 8 (got 9)",
                                  "  env.train_size: Input should be greater than or equal to 1 (got 0)"]
-    # the README quotes the first of these as the CLI prints it
-    assert "env.lengths.0: Input should be less than or equal to 8 (got 9)" in readme_blocks("bash")[0]
+    # docs/extending.md quotes the first of these as the CLI prints it
+    assert "env.lengths.0: Input should be less than or equal to 8 (got 9)" in docs_blocks("bash")[0]
 
 
 def test_run_config_reloads_from_another_directory(example, tmp_path, monkeypatch):
@@ -191,14 +191,15 @@ def test_import_error_is_clean_in_a_real_subprocess(tmp_path):
 
 
 def test_readme_dataset_recipe_runs_on_a_save_to_disk_directory(tmp_path, monkeypatch):
-    """README's `env: {name: dataset, ...}` block, with data/gsm8k a local save_to_disk DatasetDict."""
+    """docs/extending.md's `env: {name: dataset, ...}` block ("Local datasets"), with data/gsm8k a local
+    save_to_disk DatasetDict."""
     datasets = pytest.importorskip("datasets")
     rows = {"question": [f"What is {i} + {i}?" for i in range(12)], "answer": [str(2 * i) for i in range(12)]}
     table = datasets.Dataset.from_dict(rows)
     datasets.DatasetDict({"train": table.select(range(8)), "test": table.select(range(8, 12))}).save_to_disk(
         str(tmp_path / "data" / "gsm8k"))
     recipe = tmp_path / "gsm8k.yaml"
-    recipe.write_text("model: {tiny: {}}\n" + readme_blocks("yaml")[1])
+    recipe.write_text("model: {tiny: {}}\n" + docs_blocks("yaml", "Local datasets")[0])
     monkeypatch.chdir(ROOT)
     cfg = load_config(recipe)
     assert cfg.env.path == str(tmp_path / "data" / "gsm8k")

@@ -1,4 +1,5 @@
-"""DAPO zero-variance filter (METHODS 5) and D3S down-sampling (METHODS 6)."""
+"""DAPO zero-variance filter and D3S down-sampling
+(docs/curriculum.md, "DAPO dynamic sampling", and "D3S")."""
 
 import itertools
 

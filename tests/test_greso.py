@@ -1,4 +1,5 @@
-"""GRESO (METHODS 10) in the controller: skip probability, p adaptation, skipping in plans; alerts."""
+"""GRESO (docs/curriculum.md, "GRESO") in the controller: skip probability, p adaptation, skipping in
+plans; alerts."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Guide-GRPO decisions (METHODS 4): which groups get a hinted re-roll, which re-rolls are kept."""
+"""Guide-GRPO decisions (docs/curriculum.md, "Guide-GRPO"): which groups get a hinted re-roll, which
+re-rolls are kept."""
 
 import json
 

@@ -110,7 +110,7 @@ def test_finished_run(tmp_path):
 
 
 def test_many_distributions_print_one_row_each(tmp_path, monkeypatch):
-    import rlcurr.report as insp
+    import rlcurr.report.tables as insp
 
     monkeypatch.setattr(insp, "WIDE", 2)  # the 3-distribution run now counts as "many"
     run = load_run(write_run(tmp_path / "run"), None)
@@ -216,7 +216,7 @@ def test_the_report_module_does_not_shadow_the_standard_library():
     assert importlib.import_module("rlcurr.report").add_inspect_parser is add_inspect_parser
 
 
-# ---------------------------------------------------------------- issue 14: --prompts, GRESO, alerts
+# ---------------------------------------------------------------- --prompts, GRESO, alerts
 
 def write_prompt_run(path, steps=8):
     """Rows with the controller's issue-14 keys: prompts summary, greso, alerts (hand-made numbers)."""
@@ -299,7 +299,7 @@ def test_cli_prompts_flag_and_old_runs(tmp_path, capsys):
     args = parser.parse_args(["inspect", str(d), "--prompts"])
     args.fn(args)
     assert "a: prompts by pass-rate EMA" in capsys.readouterr().out
-    # a run written before issue 14: no prompts key, no alerts, no greso
+    # a run written before per-prompt memory existed: no prompts key, no alerts, no greso
     old = write_run(tmp_path / "old", steps=5)
     args = parser.parse_args(["inspect", str(old), "--prompts"])
     args.fn(args)

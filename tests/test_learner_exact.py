@@ -1,4 +1,4 @@
-"""The learner trains on exactly what was sampled (issue 12): it scores at the sampling
+"""The learner trains on exactly what was sampled: it scores at the sampling
 temperature, Dr.GRPO normalises by the generation limit, Guide-GRPO's gamma and D3S's token
 top-k are those of the whole mini-batch however it is cut, and the memory-lean scoring path
 (answer-only logits, chunked logsumexp, token-budget micro-batches) takes the same step."""
@@ -130,7 +130,7 @@ def test_micro_batches_take_the_whole_mini_batch_step_with_guidance_and_d3s(mode
 def test_answer_only_chunked_scores_equal_full_logits(model_dir):
     """answer_scores (hidden states, head at answer positions, chunked logsumexp) equals the
     full-sequence log_softmax path, for a plain and a LoRA-wrapped model, with gradients."""
-    from rlcurr.learner.batching import answer_scores  # new in issue 12
+    from rlcurr.learner.batching import answer_scores
 
     for lora in (None, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])):
         learner = Learner(model_dir, LearnerConfig(), AlgoConfig(), 10, lora_cfg=lora)

@@ -4,7 +4,7 @@ The pure pieces by hand (reading a profile back and every way it can be malforme
 filter, the expected zero-variance share, the summary), then the real command on the quickstart
 (a short SFT warm-up, the first 16 prompts, 8 answers each), a training run seeded and filtered
 by that profile (and its resume, without the profile file), and the command on an environment
-defined outside rlcurr (README's "Add an environment" example).
+defined outside rlcurr (the "Environments" example of docs/extending.md).
 """
 
 from __future__ import annotations
@@ -263,9 +263,9 @@ def test_training_with_the_prior_drops_and_seeds(profiled, tmp_path):
 
 
 def test_profile_of_a_plugin_environment(ray_session, tmp_path, monkeypatch):
-    """README's my_envs.py:ReverseConfig (two distributions), profiled through the CLI from the
-    recipe's directory, with the untrained tiny model (no warm-up)."""
-    text = (ROOT / "README.md").read_text().split("\n## Add an environment\n", 1)[1]
+    """docs/extending.md's my_envs.py:ReverseConfig (two distributions, "## Environments"), profiled
+    through the CLI from the recipe's directory, with the untrained tiny model (no warm-up)."""
+    text = (ROOT / "docs" / "extending.md").read_text().split("\n## Environments\n", 1)[1].split("\n## ", 1)[0]
     (tmp_path / "my_envs.py").write_text(re.search(r"^```python\n(.*?)^```", text, flags=re.S | re.M).group(1))
     (tmp_path / "reverse.yaml").write_text(re.search(r"^```yaml\n(.*?)^```", text, flags=re.S | re.M).group(1))
     monkeypatch.chdir(tmp_path)

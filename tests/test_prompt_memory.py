@@ -1,4 +1,4 @@
-"""Per-prompt memory (issue 14): updates from groups of any size, record summary, exact resume."""
+"""Per-prompt memory: updates from groups of any size, record summary, exact resume."""
 
 import json
 

@@ -29,7 +29,7 @@ def _steps(path):
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["sync", "async2"])
 def killed_and_resumed(tmp_path_factory, request):
-    """Killed with SIGKILL mid-run, synchronous and with trainer.max_staleness=2 (issue 13: the
+    """Killed with SIGKILL mid-run, synchronous and with trainer.max_staleness=2 (the
     two batches collected ahead are lost with the process and collected again after the resume)."""
     run = tmp_path_factory.mktemp("resume") / "run"
     env = {**os.environ}
@@ -176,7 +176,7 @@ def test_resume_equals_uninterrupted_run(ray_session, tmp_path):
 
 
 def test_resume_with_greso_keeps_prompt_memory_and_p(ray_session, tmp_path):
-    """Issue 14: per-prompt statistics, GRESO's p_easy / p_hard and skips survive a resume: every
+    """Per-prompt statistics, GRESO's p_easy / p_hard and skips survive a resume: every
     curriculum.jsonl row (prompts summary, greso, alerts, probabilities) equals the uninterrupted run's."""
     # (no dynamic sampling: quickstart's 20-step warm-up model solves nothing, DAPO could not fill a batch)
     extra = ("curriculum.greso={}", "curriculum.alerts.starve_steps=1", "curriculum.min_prob=0.2")

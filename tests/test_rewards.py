@@ -301,7 +301,7 @@ def test_reward_specs_default_to_env():
     assert reward_specs(mine, ("math_verify",)) == mine
 
 
-# ---------------------------------------------------------------- issue 12: registry module, user files, params
+# ---------------------------------------------------------------- registry module, user files, params
 
 
 def test_registry_import_graph_is_acyclic():

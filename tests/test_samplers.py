@@ -31,7 +31,7 @@ def stats(*groups_adv, rewards=None):
     return DistStats(rewards_G=[list(r) for r in rewards], advantages_G=[list(a) for a in groups_adv])
 
 
-# ----------------------------------------------------------------------------- UCB (METHODS 1)
+# ------------------------------------------------- UCB (docs/curriculum.md, "UCB sampling (DUMP)")
 
 
 def test_ucb_starts_uniform():
@@ -79,7 +79,7 @@ def test_ucb_window_is_fifo_and_count_is_not_windowed():
     assert s.count["A"] == 5
 
 
-# ----------------------------------------------------------------------------- SEC (METHODS 2)
+# ------------------------------------------------- SEC (docs/curriculum.md, "SEC")
 
 
 def test_sec_td0_with_decay_of_arms_not_drawn():
@@ -166,7 +166,7 @@ def test_state_dict_json_round_trip(make):
     assert t.probabilities() == s.probabilities()
 
 
-# ----------------------------------------------------------------------------- ALP-GMM (METHODS 8)
+# ------------------------------------------------- ALP-GMM (docs/curriculum.md, "ALP-GMM")
 
 
 def test_alp_is_abs_reward_difference_to_nearest_previous_task():

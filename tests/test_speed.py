@@ -1,5 +1,5 @@
-"""SPEED-RL (METHODS 11): the pure rule (band, round sizing, merging) and Trainer.collect on the real
-Trainer pieces (plan, encode, score, advantages, DAPO filter) with only the rollout pool replaced by
+"""SPEED-RL (docs/curriculum.md, "SPEED-RL"): the pure rule (band, round sizing, merging) and
+Trainer.collect on the real Trainer pieces (plan, encode, score, advantages, DAPO filter) with only the rollout pool replaced by
 a script of answer texts (ScriptedPool: each request gets the next row, whose length must be the
 request's n; "ANS" is the prompt's right answer)."""
 

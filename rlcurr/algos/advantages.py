@@ -4,7 +4,8 @@ B = prompts (groups), G = answers per prompt. Each returns one scalar advantage 
 broadcast over its tokens by the loss.
 
 - grpo:   A = (r - mean_G r) / (std_G r + eps)      std is the population std (ddof = 0), so
-          that for 0/1 rewards mean|A| of a group = 2 sqrt(p(1-p)), as DUMP (METHODS 1) uses.
+          that for 0/1 rewards mean|A| of a group = 2 sqrt(p(1-p)), as DUMP uses
+          (docs/curriculum.md, "UCB sampling (DUMP)").
           (verl and TRL divide by the Bessel-corrected std; the difference is a factor
           sqrt(G/(G-1)) that clip and Adam mostly absorb.)
 - drgrpo: A = r - mean_G r                          (Dr.GRPO: no std division)

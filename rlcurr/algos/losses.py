@@ -2,9 +2,9 @@
 
 B = sequences in the micro-batch, T = response positions (padded); `mask_BT` marks real tokens.
 
-Variant: PPO-clip on per-token ratios with separate low/high clip ranges (DAPO clip-higher,
-METHODS 5), the dual-clip of verl is left out. Off-policy tokens (Guide-GRPO hinted answers,
-METHODS 4) use the shaped ratio r / (r + gamma) without clipping instead.
+Variant: PPO-clip on per-token ratios with separate low/high clip ranges (DAPO clip-higher;
+docs/algorithms.md, "Policy loss"), the dual-clip of verl is left out. Off-policy tokens (Guide-GRPO hinted answers,
+docs/curriculum.md, "Guide-GRPO") use the shaped ratio r / (r + gamma) without clipping instead.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def policy_loss(
 
 def truncated_is_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
                          cap: float) -> torch.Tensor:
-    """Truncated importance weights min(pi_old / pi_rollout, cap) per token (METHODS 7), detached.
+    """Truncated importance weights min(pi_old / pi_rollout, cap) per token, detached
+    (docs/algorithms.md, "Truncated importance sampling").
 
     Corrects the mismatch between the engine that sampled (pi_rollout) and the learner's
     recomputation of the same policy (pi_old). Only the upper side is truncated; padding gets 0.

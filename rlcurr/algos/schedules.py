@@ -1,4 +1,5 @@
-"""Learning-rate schedules as multipliers of the base LR (METHODS 9). All have linear warm-up.
+"""Learning-rate schedules as multipliers of the base LR (docs/algorithms.md, "Learning-rate schedules").
+All have linear warm-up.
 
 progress p runs from 0 (end of warm-up) to 1 (last step); `floor` = min_lr_ratio.
   constant  1

@@ -1,4 +1,5 @@
-"""Token-budget schedules and the length penalty — "Train Long, Think Short" (METHODS 3).
+"""Token-budget schedules and the length penalty — "Train Long, Think Short"
+(docs/curriculum.md, "Budget tightening").
 
 B(t) is the budget at training step t (0 at the first step). `start` = B0, `end` = B_min.
 With `steps` = S (default: trainer.steps) and progress p(t) = min(t / (S - 1), 1), so that the

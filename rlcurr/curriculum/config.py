@@ -5,7 +5,7 @@ Checks that need the environment (do `weights` / `budget.per_distribution` /
 `alp_gmm.params` name real distributions?) happen in `CurriculumController`, which raises a
 `UserError` naming the dotted key and the valid names.
 
-Defaults follow /work/shared/METHODS.md; the section numbers below refer to it.
+Defaults are the papers'; docs/curriculum.md explains each method and what rlcurr changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class CurriculumSection(BaseModel):
 
 
 class UCBConfig(CurriculumSection):
-    """DUMP (METHODS 1): UCB_j = mean|A| over a FIFO window + c sqrt(2 ln(N+1) / (n_j+1))."""
+    """DUMP (docs/curriculum.md, "UCB sampling (DUMP)"): UCB_j = mean|A| over a FIFO window
+    + c sqrt(2 ln(N+1) / (n_j+1))."""
 
     c: float = Field(1.0, ge=0, description="exploration weight")
     tau: float = Field(0.1, gt=0, description="softmax temperature over UCB scores")
@@ -30,14 +31,14 @@ class UCBConfig(CurriculumSection):
 
 
 class SECConfig(CurriculumSection):
-    """Self-Evolving Curriculum (METHODS 2): TD(0) on mean |A|, softmax(Q / tau)."""
+    """Self-Evolving Curriculum (docs/curriculum.md, "SEC"): TD(0) on mean |A|, softmax(Q / tau)."""
 
     alpha: float = Field(0.1, gt=0, le=1, description="TD(0) step size")
     tau: float = Field(1.0, gt=0, description="softmax temperature over Q")
 
 
 class ALPGMMConfig(CurriculumSection):
-    """ALP-GMM (METHODS 8): GMMs on [task params, ALP], sample a Gaussian by its mean ALP."""
+    """ALP-GMM (docs/curriculum.md, "ALP-GMM"): GMMs on [task params, ALP], sample a Gaussian by its mean ALP."""
 
     fit_every: int = Field(250, ge=2, description="episodes (prompt groups) between GMM fits")
     explore: float = Field(0.2, ge=0, le=1, description="share of uniform random draws")
@@ -65,7 +66,7 @@ class BudgetRange(CurriculumSection):
 
 
 class BudgetConfig(CurriculumSection):
-    """Token-budget tightening (METHODS 3, "Train Long, Think Short"); see budget.py for shapes."""
+    """Token-budget tightening (docs/curriculum.md, "Budget tightening"); budget.py has the shapes."""
 
     shape: Literal["exponential", "linear", "cosine", "step"] = "exponential"
     start: int = Field(256, ge=1, description="B0: budget at step 0")
@@ -90,7 +91,7 @@ class BudgetConfig(CurriculumSection):
 
 
 class GuidanceConfig(CurriculumSection):
-    """Guide-GRPO (METHODS 4): re-roll all-wrong groups with the prompt's hint in context."""
+    """Guide-GRPO (docs/curriculum.md, "Guide-GRPO"): re-roll all-wrong groups with the prompt's hint in context."""
 
     success_threshold: float = Field(0.001, ge=0, lt=1, description="re-roll groups with success rate <= this")
     max_rerolls: int | None = Field(None, ge=0, description="per step; None = no limit")
@@ -100,13 +101,14 @@ class GuidanceConfig(CurriculumSection):
 
 
 class DynamicSamplingConfig(CurriculumSection):
-    """DAPO dynamic sampling (METHODS 5): drop zero-variance groups, regenerate to fill the batch."""
+    """DAPO dynamic sampling (docs/curriculum.md, "DAPO dynamic sampling"): drop zero-variance groups,
+    regenerate to fill the batch."""
 
     max_rounds: int = Field(4, ge=1, description="generation rounds per step before giving up")
 
 
 class D3SConfig(CurriculumSection):
-    """D3S (METHODS 6): keep fractions, linear in training progress from *_init to *_final."""
+    """D3S (docs/curriculum.md, "D3S"): keep fractions, linear in training progress from *_init to *_final."""
 
     n_init: float = Field(0.5, gt=0, le=1, description="share of answers kept per group at the start")
     n_final: float = Field(1.0, gt=0, le=1)
@@ -115,7 +117,7 @@ class D3SConfig(CurriculumSection):
 
 
 class EADConfig(CurriculumSection):
-    """Exploratory Annealed Decoding (METHODS 7)."""
+    """Exploratory Annealed Decoding (docs/curriculum.md, "EAD")."""
 
     tau_max: float = Field(1.2, gt=0)
     tau_min: float = Field(0.1, gt=0, description="0.1 small models, 0.8 at 7B")
@@ -126,7 +128,7 @@ class EADConfig(CurriculumSection):
 
 
 class SpeedConfig(CurriculumSection):
-    """SPEED-RL (METHODS 11, rlcurr/curriculum/speed.py; screen_n and the band are the authors'
+    """SPEED-RL (docs/curriculum.md, "SPEED-RL", rlcurr/curriculum/speed.py; screen_n and the band are the authors'
     defaults, Zanette-Labs/speed-rl; max_rounds is ours): screen_n answers per candidate prompt;
     prompts whose screened pass rate is strictly inside (low, high) get rollout.n - screen_n
     more, merged into one group."""
@@ -175,7 +177,7 @@ class PromptMemoryConfig(CurriculumSection):
 
 
 class GresoConfig(CurriculumSection):
-    """GRESO (METHODS 10, arXiv 2506.02177; defaults from the authors' code Infini-AI-Lab/GRESO):
+    """GRESO (docs/curriculum.md, "GRESO", arXiv 2506.02177; defaults from the authors' code Infini-AI-Lab/GRESO):
     skip a prompt with z consecutive zero-variance groups of one kind with probability
     1 - max(p^z, keep_floor)."""
 

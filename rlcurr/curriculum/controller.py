@@ -1,61 +1,75 @@
-"""The curriculum controller: decides each batch and records why (DESIGN "Data flow", steps 1, 4,
-5, 7, 10). Pure Python + numpy, no Ray, no model.
+"""The curriculum controller: decides each batch and records why (the trainer's steps 1 plan,
+4 guide, 5 filter, 6 observe, 10 record; rlcurr/trainer.py). Pure Python + numpy, no Ray, no model.
 
-Per training step t the trainer calls, in this order:
+Data flows one way: a plan carries everything a generation round needs, the trainer reports what
+happened, and the step's row carries what the rest of the step needs. Per training step t the
+trainer calls, in this order:
 
-  plan = ctrl.plan(t)                       1  prompts, their max_tokens (budget), sampling params
-  ... rollout + score -> groups ...            the length reward wants ctrl.budget(t, dist)
-                                               (item.max_tokens also includes the slack)
+  plan = ctrl.plan(t)                       1  a BatchPlan: the prompts and, per prompt, its
+                                               max_tokens (budget + slack), the budget the length
+                                               reward scores against and the EAD temperatures;
+                                               the sampling params (one call per round)
+  ... rollout + score -> groups ...            read plan.items only
   if ctrl.guidance:                         4  Guide-GRPO re-rolls (see guidance.py)
       for i in ctrl.guidance.select(groups): rerolled = ...; if ctrl.guidance.record(rerolled): ...
   if ctrl.cfg.dynamic_sampling:             5  DAPO: kept, dropped = dapo_filter(new_groups);
       ctrl.observe_filter(kept, dropped)       once per generation round; more prompts with
       extra = ctrl.plan(t, num_prompts=k)      plan(t, num_prompts=k); past ctrl.max_rounds raise
                                                DynamicSamplingExhausted(rounds, have, need)
-  ctrl.d3s_fractions(t) -> (n, k) | None       D3S keep fractions for this step
-  ... advantages ...
-  ctrl.observe(t, all_groups)               7  ONCE per step, with every on-policy group generated
+  ctrl.observe(t, all_groups)               6  ONCE per step, with every on-policy group generated
                                                this step: all rounds, including the all-wrong
                                                groups that guidance replaced, before DAPO/D3S
                                                filtering (advantages filled in, or None -> GRPO).
                                                Groups with off_policy=True (hinted re-rolls) are
                                                ignored: they say nothing about the hint-free
                                                prompt's learnability.
+  row = ctrl.row(t)                            the step's CurriculumRow (row.py): its d3s holds the
+                                               D3S keep fractions (n, k) the trainer applies (7)
   ctrl.observe_eval(t, {dist: accuracy})       after the trainer's evaluate(), for forgetting alerts
-  row = ctrl.record(t)                     10  one JSON-able line of curriculum.jsonl
+  row.alerts = ctrl.current_alerts(row)    10  recomputed with those evaluations; the trainer
+                                               writes row.to_json() to curriculum.jsonl
   ctrl.state_dict() / load_state_dict()        checkpoint / resume (exact, RNG included)
 
+`record(t)` is `row(t).to_json()`, the row as a JSON object (for scripts and simulations);
+`budget`, `max_tokens_for`, `temperatures` and `d3s_fractions` are the schedules the plan and the
+row are filled from; `planned_items` gives the plan's items for prompts chosen elsewhere.
+
 Why observe before filtering: zero-variance groups carry |A| = 0, which is precisely the signal
-that makes UCB/SEC move away from mastered and hopeless distributions (METHODS 1).
+that makes UCB/SEC move away from mastered and hopeless distributions (docs/curriculum.md,
+"UCB sampling (DUMP)").
 
 The sampler signal per answer is |A_i| from `group.advantages` (the trainer's estimator, as in
 DUMP); when a group has no advantages yet the controller uses GRPO advantages of its rewards.
 SEC ignores the trainer's advantages and recomputes GRPO's from the rewards (samplers.py).
 
-Prompt level (issue 14, prompts.py): observe() also updates a per-prompt memory (pass-rate EMA,
+Prompt level (prompts.py): observe() also updates a per-prompt memory (pass-rate EMA,
 zero-variance streak); with curriculum.greso set, plan() picks the distribution with the sampler
-as before and then skips candidate prompts with a zero-variance streak (GRESO, METHODS 10), also
-in dynamic-sampling refill plans; record() adds "prompts" (per-distribution summary), "greso"
-(p_easy, p_hard, prompts skipped this step) and "alerts" (starving / forgetting distributions).
+as before and then skips candidate prompts with a zero-variance streak (GRESO, docs/curriculum.md
+"GRESO"), also in dynamic-sampling refill plans; the row adds "prompts" (per-distribution
+summary), "greso" (p_easy, p_hard, prompts skipped this step) and "alerts" (starving /
+forgetting distributions).
 
 With curriculum.learnability set (learnability.py), plan() still takes a distribution per slot
 from the sampler, then the learnability sampler (MoPPS or LILO on Beta posteriors of each prompt's
 pass rate) chooses which prompts of each distribution fill its slots, instead of `_pick`: in every
 plan of a step, DAPO refills and SPEED screening rounds included, without repeating a prompt of
 the step while its distribution has others; GRESO, when also set, screens its candidates.
-record() adds "learnability" (per distribution: prompts picked and their mean posterior pass rate,
+The row adds "learnability" (per distribution: prompts picked and their mean posterior pass rate,
 prompts with a posterior, histogram of posterior means). `seed_prior` enters a profile of the
 starting policy into the posteriors and the per-prompt memory before training.
 
-Asynchronous trainer (trainer.max_staleness = k): plan/observe/record(s) run during trainer step
-s - k, as soon as step s's groups are scored; the trainer logs the line when step s trains, with
-the alerts recomputed (`current_alerts`) and the lag (s minus the policy version that generated
-the groups). Checkpoints hold the state from before plan(t + 1), see Trainer.save.
+Asynchronous trainer (trainer.max_staleness = k, docs/scaling.md): plan/observe/row(s) run
+during trainer step s - k, as soon as step s's groups are scored; the trainer logs the line when
+step s trains, with the alerts recomputed (`current_alerts`) and the lag (s minus the policy
+version that generated the groups). Checkpoints hold the state from before plan(t + 1), see Trainer.save.
 
 Step indices are the trainer's (0 at the first step, budgets and D3S progress use
-t / (total_steps - 1)). plan(t) for a new t starts that step's statistics; record(t) reports
+t / (total_steps - 1)). plan(t) for a new t starts that step's statistics; row(t) reports
 the probabilities after observe(t), i.e. those that will shape step t + 1, and `planned`, the
 prompts actually drawn for step t.
+
+Over 400 lines on purpose: the controller is where every curriculum method's hooks meet
+(plan, observe, row, state); each method's math lives in its own module.
 """
 
 from __future__ import annotations
@@ -73,6 +87,7 @@ from rlcurr.curriculum.filters import d3s_schedule
 from rlcurr.curriculum.guidance import GuidancePolicy
 from rlcurr.curriculum.learnability import Learnability
 from rlcurr.curriculum.prompts import Alerts, Greso, PromptMemory
+from rlcurr.curriculum.row import CurriculumRow, D3SRow
 from rlcurr.curriculum.samplers import DistStats, make_sampler, rng_state, set_rng_state
 from rlcurr.errors import UserError
 from rlcurr.types import BatchPlan, PlannedPrompt, Prompt, ScoredGroup
@@ -180,6 +195,23 @@ class CurriculumController:
         """EAD per-position temperatures, or None without EAD (use plan.temperature)."""
         return None if self.cfg.ead is None else ead_temperatures(num_positions, step, self.cfg.ead)
 
+    def planned_items(self, step: int, prompts: list[Prompt], max_tokens: int | None = None,
+                      pools: list[str] | None = None) -> list[PlannedPrompt]:
+        """`prompts` as plan items of step `step`: each with its max_tokens (`max_tokens_for` its
+        pool, by default its distribution; or `max_tokens` for all when given), its distribution's
+        budget and the EAD temperatures of its max_tokens positions (one tuple shared by the items
+        of equal max_tokens)."""
+        temps: dict[int, tuple[float, ...] | None] = {}
+        items = []
+        for i, p in enumerate(prompts):
+            m = max_tokens if max_tokens is not None else self.max_tokens_for(
+                step, p.distribution if pools is None else pools[i])
+            if m not in temps:
+                t = self.temperatures(step, m)
+                temps[m] = None if t is None else tuple(t)
+            items.append(PlannedPrompt(p, m, budget=self.budget(step, p.distribution), temperatures=temps[m]))
+        return items
+
     # ------------------------------------------------------------------ plan
     def _begin(self, step: int) -> None:
         if self._step == step:
@@ -243,8 +275,9 @@ class CurriculumController:
         return out
 
     def plan(self, step: int, num_prompts: int | None = None) -> BatchPlan:
-        """The prompts of step `step`: a distribution per slot from the sampler, then a prompt.
-        `num_prompts` (default prompts_per_step) lets dynamic sampling ask for more in the same step."""
+        """The prompts of step `step`: a distribution per slot from the sampler, then a prompt,
+        each with what its rollout and scoring need (`planned_items`). `num_prompts` (default
+        prompts_per_step) lets dynamic sampling ask for more in the same step."""
         self._begin(step)
         k = self.prompts_per_step if num_prompts is None else num_prompts
         dists = self.sampler.draw(k, self.rng)
@@ -257,8 +290,8 @@ class CurriculumController:
             prompts = [self._pick(d) for d in dists]
         else:  # GRESO: skip candidates with a zero-variance streak (refill plans too)
             prompts = [self.greso.choose(d, lambda: self._pick(d), self.memory, self.rng) for d in dists]
-        items = [PlannedPrompt(p, self.max_tokens_for(step, d)) for p, d in zip(prompts, dists)]
-        return BatchPlan(step=step, items=items, n=self.n, temperature=self.temperature, top_p=self.top_p)
+        return BatchPlan(step=step, items=self.planned_items(step, prompts, pools=dists), n=self.n,
+                         temperature=self.temperature, top_p=self.top_p)
 
     def seed_prior(self, prior: dict[str, tuple[str, int, int]]) -> None:
         """Enter a profile of the starting policy, uid -> (distribution, passes, answers), before
@@ -339,7 +372,11 @@ class CurriculumController:
 
     # ------------------------------------------------------------------ record
     def record(self, step: int) -> dict[str, Any]:
-        """One JSON-able snapshot (a line of curriculum.jsonl) for `step`."""
+        """`row(step)` as its JSON object (a line of curriculum.jsonl before the trainer's fields)."""
+        return self.row(step).to_json()
+
+    def row(self, step: int) -> CurriculumRow:
+        """The curriculum's snapshot of `step` (curriculum.jsonl's line; the trainer adds its fields)."""
         dists = self.sampler.report()
         for d in self.names:
             dists[d]["planned"] = self._planned[d] if self._step == step else 0
@@ -348,28 +385,28 @@ class CurriculumController:
             budget = {"default": self.budget(step), "slack": self.cfg.budget.slack,
                       "per_distribution": {d: self.budget(step, d) for d in self.names}}
         d3s = self.d3s_fractions(step)
-        return {
-            "step": step,
-            "sampler": self.sampler.kind,
-            "distributions": dists,
-            "budget": budget,
-            "hints": None if self.guidance is None else self.guidance.report(),
-            "filter": None if self.cfg.dynamic_sampling is None else {
+        return CurriculumRow(
+            step=step,
+            sampler=self.sampler.kind,
+            distributions=dists,
+            budget=budget,
+            hints=None if self.guidance is None else self.guidance.report(),
+            filter=None if self.cfg.dynamic_sampling is None else {
                 "rounds": self._filter["rounds"], "kept": dict(self._filter["kept"]),
                 "dropped": dict(self._filter["dropped"])},
-            "d3s": None if d3s is None else {"n": d3s[0], "k": d3s[1]},
-            "prompts": self.memory.summary(self.names, self.cfg.prompts.bins, self.cfg.prompts.top),
-            "greso": None if self.greso is None else self.greso.report(),
-            "learnability": None if self.learn is None else {
+            d3s=None if d3s is None else D3SRow(n=d3s[0], k=d3s[1]),
+            prompts=self.memory.summary(self.names, self.cfg.prompts.bins, self.cfg.prompts.top),
+            greso=None if self.greso is None else self.greso.report(),
+            learnability=None if self.learn is None else {
                 "rule": self.cfg.learnability.rule, "prior": self.prior_counts,
                 "distributions": self.learn.summary(self.names)},
-            "alerts": self.alerts.active({d: v["prob"] for d, v in dists.items()}),
-        }
+            alerts=self.alerts.active({d: v["prob"] for d, v in dists.items()}),
+        )
 
-    def current_alerts(self, row: dict[str, Any]) -> list:
-        """`row`'s alerts (a `record` line, possibly taken a few steps ago in an asynchronous run)
-        recomputed with every evaluation observed since: its probabilities, today's evals."""
-        return self.alerts.active({d: v["prob"] for d, v in row["distributions"].items()})
+    def current_alerts(self, row: CurriculumRow) -> list:
+        """`row`'s alerts (possibly taken a few steps ago in an asynchronous run) recomputed with
+        every evaluation observed since: its probabilities, today's evals."""
+        return self.alerts.active(row.probabilities())
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -416,7 +453,7 @@ class CurriculumController:
         self._filter = {"rounds": f["rounds"], "kept": dict(f["kept"]), "dropped": dict(f["dropped"])}
         if self.guidance is not None and sd.get("guidance") is not None:
             self.guidance.load_state_dict(sd["guidance"])
-        # issue 14 keys: absent in older checkpoints (same STATE_VERSION), which then start empty
+        # per-prompt keys: absent in older checkpoints (same STATE_VERSION), which then start empty
         if sd.get("prompt_memory") is not None:
             self.memory.load_state_dict(sd["prompt_memory"])
         if self.greso is not None and sd.get("greso") is not None:

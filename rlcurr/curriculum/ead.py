@@ -1,4 +1,5 @@
-"""Exploratory Annealed Decoding — EAD (METHODS 7, as in the authors' code).
+"""Exploratory Annealed Decoding — EAD (as in the authors' code;
+docs/curriculum.md, "EAD").
 
 The sampling temperature falls along the answer: explore on the first tokens (which fix the
 answer's direction), exploit later. At answer position t (0-based) and training step s:

@@ -1,4 +1,5 @@
-"""Group filters: DAPO dynamic sampling (METHODS 5) and D3S down-sampling (METHODS 6).
+"""Group filters: DAPO dynamic sampling and D3S down-sampling
+(docs/curriculum.md, "DAPO dynamic sampling", and "D3S").
 
 DAPO: a group whose rewards are all equal has all-zero GRPO advantages and only dilutes the
 batch; `dapo_filter` drops it and the trainer generates more prompts until the batch is full,

@@ -1,4 +1,4 @@
-"""Adaptive guidance — when to re-roll a group with a hint (Guide-GRPO, METHODS 4).
+"""Adaptive guidance — when to re-roll a group with a hint (docs/curriculum.md, "Guide-GRPO").
 
 Decision logic only; building the hinted prompt, generating, and the off-policy loss live in
 the trainer / learner. Per step the trainer:

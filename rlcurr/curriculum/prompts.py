@@ -1,4 +1,4 @@
-"""Prompt-level curriculum (issue 14): per-prompt memory, GRESO selective rollouts, alerts.
+"""Prompt-level curriculum: per-prompt memory, GRESO selective rollouts, alerts.
 
 `PromptMemory` — what the controller remembers about each prompt it has seen, keyed by
 `Prompt.uid` (unique within the environment). Updated by `CurriculumController.observe` from
@@ -26,7 +26,7 @@ zero-variance group of kind hard / easy (streak 1), anything else a mixed group 
 ema = passes / answers; `drawn` stays 0 (it counts groups drawn in training). A prompt that already
 has a record is left alone.
 
-GRESO (METHODS 10; Zheng et al., "Act Only When It Pays", arXiv 2506.02177; authors' code
+GRESO (docs/curriculum.md, "GRESO"; Zheng et al., "Act Only When It Pays", arXiv 2506.02177; authors' code
 Infini-AI-Lab/GRESO, verl/trainer/ppo/ray_trainer.py and train-scripts/*_greso.sh):
 
 - Skip rule (paper Sec. 4, code `DataProfiler.easy/hard_probabilistic_skip` in

@@ -1,23 +1,24 @@
 """Distribution samplers: which data distribution each prompt slot of the next batch comes from.
 
 Every sampler keeps per-distribution statistics fed once per step by `observe()` and turns
-them into sampling probabilities. Implemented (section numbers refer to METHODS.md):
+them into sampling probabilities. Implemented (each explained in docs/curriculum.md):
 
 - `Uniform`       every distribution equally likely.
 - `FixedWeights`  a fixed mixture from `curriculum.weights` (names left out get weight 0).
-- `UCB`           DUMP (METHODS 1), as in the authors' code: FIFO window of the last `window`
+- `UCB`           DUMP (docs/curriculum.md, "UCB sampling (DUMP)"), as in the authors'
+                  code: FIFO window of the last `window`
                   |a| per distribution; mu_j = mean of the window (0 if empty); n_j = answers
                   ever observed from j; N = sum_j n_j;
                   UCB_j = mu_j + c sqrt(2 ln(N + 1) / (n_j + 1)); p = softmax(UCB / tau).
                   With nothing observed every UCB_j is 0, so the start is uniform.
                   Not copied from the authors: validation rewards are never fed in.
-- `SEC`           Self-Evolving Curriculum (METHODS 2): Q_k <- alpha r_k + (1 - alpha) Q_k with
+- `SEC`           Self-Evolving Curriculum (docs/curriculum.md, "SEC"): Q_k <- alpha r_k + (1 - alpha) Q_k with
                   r_k = mean |A| over arm k's answers this step, r_k = 0 for arms not drawn;
                   p = softmax(Q / tau); Q starts at 0. A is the std-normalised GRPO advantage
                   recomputed from each group's rewards (`grpo_abs_advantages`), whatever estimator
                   trains (Dr.GRPO, RLOO, PPO): SEC's tau is calibrated on that scale.
-- `ALPGMMSampler` ALP-GMM (METHODS 8) on the discrete distributions, each placed at a task-parameter
-                  vector; see its docstring for how the teacher's Gaussians become probabilities.
+- `ALPGMMSampler` ALP-GMM (docs/curriculum.md, "ALP-GMM") on the discrete distributions, each placed
+                  at a task-parameter vector; see its docstring for how the teacher's Gaussians become probabilities.
                   Episodes (one per prompt group) reach the teacher in the order the groups were
                   generated (`DistStats.arrival_G`, set by the controller).
 
@@ -25,8 +26,9 @@ them into sampling probabilities. Implemented (section numbers refer to METHODS.
 advantage is one scalar per answer, so |a| = |A_i|. UCB uses the trainer's advantages (DUMP
 does); SEC uses GRPO's (see above); the reported mean_abs_adv is the trainer's.
 
-Probability floor (`min_prob`, the cheap replay remedy of METHODS 9) applied to every sampler:
-p' = floor + (1 - K floor) p, which keeps sum(p') = 1 and p' >= floor; K floor must be <= 1.
+Probability floor (`min_prob`, the cheap replay remedy; docs/curriculum.md, "Probability floor and alerts"),
+applied to every sampler: p' = floor + (1 - K floor) p, which keeps sum(p') = 1 and p' >= floor;
+K floor must be <= 1.
 
 Prompt choice inside a distribution is the controller's job; a sampler only says whether it
 wants the without-replacement shuffled cursor (`without_replacement`, True for SEC as in its
@@ -38,6 +40,9 @@ All state is JSON-able (`state_dict()` / `load_state_dict()`); RNGs are numpy Ge
 ALP-GMM fits scikit-learn's GaussianMixture (full covariances, AIC model choice, one fixed
 random_state per teacher, as the authors' teachDRL code); sklearn is imported when the first fit
 happens, and `ALPGMMSampler` checks up front that it is installed.
+
+Over 400 lines on purpose: five distribution samplers behind one interface, each a class
+that reads top to bottom.
 """
 
 from __future__ import annotations
@@ -256,7 +261,7 @@ class FixedWeights(Sampler):
 
 
 class UCB(Sampler):
-    """DUMP (METHODS 1). Score = UCB_j; reported mean |adv| = window mean mu_j."""
+    """DUMP (docs/curriculum.md, "UCB sampling (DUMP)"). Score = UCB_j; reported mean |adv| = window mean mu_j."""
 
     kind = "ucb"
 
@@ -295,7 +300,7 @@ class UCB(Sampler):
 
 
 class SEC(Sampler):
-    """Self-Evolving Curriculum (METHODS 2). Score = Q_k."""
+    """Self-Evolving Curriculum (docs/curriculum.md, "SEC"). Score = Q_k."""
 
     kind = "sec"
     without_replacement = True
@@ -364,7 +369,8 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 class ALPGMMTeacher:
-    """ALP-GMM (Portelas et al. 2019, METHODS 8), as in the authors' `teachDRL/teachers/algos/alp_gmm.py`:
+    """ALP-GMM (Portelas et al. 2019, docs/curriculum.md, "ALP-GMM"), as in the authors'
+    `teachDRL/teachers/algos/alp_gmm.py`:
 
     - update(task, reward): ALP = |reward - reward of the nearest previous task| (0 while at most
       5 episodes were seen); store [task, ALP]; every `fit_every` episodes fit GMMs with

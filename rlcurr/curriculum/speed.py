@@ -1,4 +1,4 @@
-"""SPEED-RL (METHODS 11): screen each candidate prompt with a few answers, finish only the
+"""SPEED-RL (docs/curriculum.md, "SPEED-RL"): screen each candidate prompt with a few answers, finish only the
 informative ones. Pure logic (no Ray, no model); `Trainer.collect_speed` drives it.
 
 The authors' rule (Zhang, Arora, Mei, Zanette 2025, arXiv 2506.09016; code Zanette-Labs/speed-rl,

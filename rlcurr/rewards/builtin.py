@@ -165,7 +165,7 @@ def length_budget(prompts, completions, budget=None, num_tokens=None, penalty: f
 @register("overlong_penalty")
 def overlong_penalty(prompts, completions, num_tokens=None, budget=None, L_max: int | None = None,
                      L_buf: int | None = None, **kwargs) -> list[float | None]:
-    """DAPO's soft overlong punishment (METHODS 5, verl's DAPO reward manager):
+    """DAPO's soft overlong punishment (verl's DAPO reward manager; docs/extending.md, "Built-in rewards"):
     min(-(len - (L_max - L_buf)) / L_buf, 0): 0 up to L_max - L_buf tokens, then linear down to -1
     at L_max.
 

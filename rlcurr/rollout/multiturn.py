@@ -1,6 +1,6 @@
 """Multi-turn generation with tools: model turn -> tool call parsed -> tool output appended -> next turn.
 
-An environment with a tool (`Environment.tool_stop` non-empty, see envs/base.py) ends a tool call
+An environment with a tool (`Environment.tool_stop` non-empty, see rlcurr/environment.py) ends a tool call
 with one of its stop strings (e.g. "]" after "[37*24"). Each round, every answer that stopped on
 a stop string is handed to `env.turn(prompt, trajectory)`, which parses the call and returns the
 tool's output as text (or None: the answer ends there). `trajectory` ends exactly with the stop
