@@ -668,10 +668,12 @@ def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
     core. An asynchronous one on CPU runs them at once: two pools of threads on the same cores
     spin against each other (measured on 2 cores, quickstart: 1.6 s/step against 0.55 s sync),
     so the cores are split, half to the learner, half to the rollout workers. With GPUs the
-    threads only feed the devices; nothing is split."""
+    threads only feed the devices; nothing is split. RLCURR_CPU_THREADS=N caps the cores a run
+    takes (runs that share a machine: torch threads that outnumber the cores spin and stall)."""
+    share = int(os.environ.get("RLCURR_CPU_THREADS") or 0) or None  # this run's share of a machine others use
     if gpus or cfg.trainer.max_staleness == 0:
-        return None, None
-    cores = os.cpu_count() or 1
+        return share, share
+    cores = share or os.cpu_count() or 1
     learner = max(1, cores // 2)
     return max(1, (cores - learner) // cfg.rollout.num_workers), learner
 
