@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument("--chain", action="store_true", help="the recommended arm vs uniform on the chain ladder")
     p.add_argument("--transfer", action="store_true",
                    help="uniform and each skill trained alone: does one skill move the others?")
-    p.add_argument("--recommended", default="ucb_learn")
+    p.add_argument("--recommended", default="lilo", help="arm(s) for --chain, comma list")
     p.add_argument("--tag", default=None)
     p.add_argument("--quick", action="store_true", help="smoke: uniform + learnability, 1 seed, 4 steps")
     p.add_argument("--from-results", type=Path, metavar="JSON")
@@ -302,7 +302,7 @@ def main(argv=None) -> dict:
         return C.save_bench(args.tag or "realistic_transfer", args, {}, overrides, **result)
     if args.chain:
         args.recipe = C.RECIPES / "chain_uniform.yaml"
-        arms = {"uniform": ARMS["uniform"], args.recommended: ARMS[args.recommended]}
+        arms = {"uniform": ARMS["uniform"], **{a: ARMS[a] for a in args.recommended.split(",")}}
         per_arm = {name: [CB.summarise_run(r) for r in runs] for name, runs in
                    C.run_bench(args.tag or "realistic_chain", args.recipe, arms,
                                [int(s) for s in args.seeds.split(",")], overrides)[0].items()}
