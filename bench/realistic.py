@@ -205,10 +205,9 @@ def sweep(args, overrides: list[str]) -> dict:
     out = {}
     for w in [float(x) for x in args.ws.split(",")]:
         reused = reused_runs(args.reuse, w, names, seeds)  # read when reached: a headline may finish meanwhile
-        if reused is not None:
-            per_arm = reused
-        else:
-            per_arm = run_arms(args.recipe, arms, seeds, [*overrides, f"env.dead_share={w}"], f"realistic_w{w}")
+        missing = {n: a for n, a in arms.items() if n not in reused}
+        fresh = run_arms(args.recipe, missing, seeds, [*overrides, f"env.dead_share={w}"], f"realistic_w{w}") if missing else {}
+        per_arm = {n: reused.get(n) or fresh[n] for n in names}
         targets = CB.to_target(per_arm, "answers")
         out[str(w)] = {"runs": per_arm, "answers_to_target": targets, "bound": 1 / (1 - w)}
         print(f"w = {w}: " + ", ".join(f"{n} {C.fmt(t['ratio_mean'], None, 2)} {t['ratio_ci95']}"
@@ -216,17 +215,20 @@ def sweep(args, overrides: list[str]) -> dict:
     return out
 
 
-def reused_runs(paths: list[Path], w: float, names: list[str], seeds: list[int]) -> dict | None:
-    """The runs at dead share w, on these arms and seeds, of an earlier result (`--reuse`): a
-    headline (its runs at its dead share) or a sweep (its runs per w)."""
+def reused_runs(paths: list[Path], w: float, names: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+    """The runs at dead share w of each arm in `names` that an earlier result (`--reuse`) holds on
+    every one of `seeds`: a headline (its runs at its dead share) or a sweep (its runs per w)."""
+    found: dict[str, list[dict]] = {}
     for path in paths:
         done = json.loads(path.read_text())
         by_w = ({float(k): v["runs"] for k, v in done["sweep"].items()} if "sweep" in done
                 else {float(done["settings"]["dead_share"]): done["runs"]})
-        if w in by_w and all(n in by_w[w] for n in names):
-            print(f"w = {w}: the runs of {path}", flush=True)
-            return {n: [r for r in by_w[w][n] if r["seed"] in seeds] for n in names}
-    return None
+        for name, runs in by_w.get(w, {}).items():
+            mine = sorted((r for r in runs if r["seed"] in seeds), key=lambda r: r["seed"])
+            if name in names and name not in found and [r["seed"] for r in mine] == sorted(seeds):
+                found[name] = mine
+                print(f"w = {w}: {name} from {path}", flush=True)
+    return found
 
 
 def transfer(args, overrides: list[str]) -> dict:
