@@ -31,6 +31,7 @@ arm against uniform on the chain ladder (w about 0), which it must not lose beyo
     python bench/realistic.py                      # headline: every arm, w = 0.5, seeds 0-4
     python bench/realistic.py --sweep              # w sweep, 3 seeds
     python bench/realistic.py --chain              # recommended arm on the chain ladder
+    python bench/realistic.py --transfer --seeds 100,101,102   # each skill alone: little transfer?
     python bench/realistic.py --quick              # smoke: uniform + learnability, 1 seed, few steps
     python bench/realistic.py --from-results bench/results/realistic.json
 Settings were chosen on seeds 100+; the reported seeds are 0-4.
@@ -81,8 +82,13 @@ def parse_args(argv=None):
     p.add_argument("--dead-share", type=float, default=0.5, help="env.dead_share of the headline")
     p.add_argument("--sweep", action="store_true", help="the w sweep instead of the headline")
     p.add_argument("--sweep-arms", default="learnability,ucb_learn")
+    p.add_argument("--ws", default=",".join(map(str, WS)), help="dead shares of the sweep")
+    p.add_argument("--reuse", type=Path, metavar="JSON", action="append", default=[],
+                   help="an earlier headline or sweep result whose runs stand for their w (not rerun)")
     p.add_argument("--chain", action="store_true", help="the recommended arm vs uniform on the chain ladder")
-    p.add_argument("--recommended", default="ucb_learn")
+    p.add_argument("--transfer", action="store_true",
+                   help="uniform and each skill trained alone: does one skill move the others?")
+    p.add_argument("--recommended", default="lilo", help="arm(s) for --chain, comma list")
     p.add_argument("--tag", default=None)
     p.add_argument("--quick", action="store_true", help="smoke: uniform + learnability, 1 seed, 4 steps")
     p.add_argument("--from-results", type=Path, metavar="JSON")
@@ -197,13 +203,62 @@ def sweep(args, overrides: list[str]) -> dict:
     arms = {n: ARMS[n] for n in names}
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {}
-    for w in WS:
-        per_arm = run_arms(args.recipe, arms, seeds, [*overrides, f"env.dead_share={w}"], f"realistic_w{w}")
+    for w in [float(x) for x in args.ws.split(",")]:
+        reused = reused_runs(args.reuse, w, names, seeds)  # read when reached: a headline may finish meanwhile
+        missing = {n: a for n, a in arms.items() if n not in reused}
+        fresh = run_arms(args.recipe, missing, seeds, [*overrides, f"env.dead_share={w}"], f"realistic_w{w}") if missing else {}
+        per_arm = {n: reused.get(n) or fresh[n] for n in names}
         targets = CB.to_target(per_arm, "answers")
         out[str(w)] = {"runs": per_arm, "answers_to_target": targets, "bound": 1 / (1 - w)}
         print(f"w = {w}: " + ", ".join(f"{n} {C.fmt(t['ratio_mean'], None, 2)} {t['ratio_ci95']}"
                                       for n, t in targets.items() if n != "uniform"), flush=True)
     return out
+
+
+def reused_runs(paths: list[Path], w: float, names: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+    """The runs at dead share w of each arm in `names` that an earlier result (`--reuse`) holds on
+    every one of `seeds`: a headline (its runs at its dead share) or a sweep (its runs per w)."""
+    found: dict[str, list[dict]] = {}
+    for path in paths:
+        done = json.loads(path.read_text())
+        by_w = ({float(k): v["runs"] for k, v in done["sweep"].items()} if "sweep" in done
+                else {float(done["settings"]["dead_share"]): done["runs"]})
+        for name, runs in by_w.get(w, {}).items():
+            mine = sorted((r for r in runs if r["seed"] in seeds), key=lambda r: r["seed"])
+            if name in names and name not in found and [r["seed"] for r in mine] == sorted(seeds):
+                found[name] = mine
+                print(f"w = {w}: {name} from {path}", flush=True)
+    return found
+
+
+def transfer(args, overrides: list[str]) -> dict:
+    """Uniform and one arm per skill (`curriculum.weights={skill: 1}`), same model and seeds. The
+    change of each skill's held-out accuracy (final - before RL) when ONLY skill s trains, mean
+    +- std over seeds, against the seed spread of that skill's change under uniform (its std over
+    seeds): little transfer = every off-diagonal |mean change| below that spread."""
+    from rlcurr.config import load_config
+
+    skills = load_config(args.recipe).env.skills
+    arms = {"uniform": ARMS["uniform"],
+            **{f"{s}_only": ["curriculum.sampler=weights", f"curriculum.weights={{{s}: 1}}"] for s in skills}}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    per_arm = run_arms(args.recipe, arms, seeds, [*overrides, f"env.dead_share={args.dead_share}"],
+                       args.tag or "realistic_transfer")
+
+    def change(runs: list[dict], skill: str) -> tuple[float, float]:
+        return C.mean_std([r["final_accuracy"][skill] - r["start_accuracy"][skill] for r in runs])
+
+    spread = {s: change(per_arm["uniform"], s)[1] for s in skills}
+    matrix = {s: {t: change(per_arm[f"{s}_only"], t) for t in skills} for s in skills}
+    moved = {f"{s}->{t}": matrix[s][t][0] for s in skills for t in skills if s != t}
+    beyond = {k: v for k, v in moved.items() if abs(v) >= spread[k.split("->")[1]]}
+    print("\nchange of held-out accuracy (mean +- std over seeds); rows: the skill trained alone")
+    C.print_table(["trained", *skills], [[s, *(C.fmt(*matrix[s][t], 2) for t in skills)] for s in skills]
+                  + [["uniform", *(C.fmt(*change(per_arm["uniform"], t), 2) for t in skills)]])
+    print(f"seed spread under uniform: {', '.join(f'{s} {v:.2f}' for s, v in spread.items())}; "
+          f"{len(beyond)} of {len(moved)} off-diagonal moves at or beyond it: {beyond}")
+    return {"runs": per_arm, "matrix": matrix, "seed_spread": spread, "off_diagonal": moved,
+            "beyond_spread": beyond, "passed": not beyond}
 
 
 def plot_sweep(result: dict, path: Path) -> None:
@@ -244,9 +299,12 @@ def main(argv=None) -> dict:
             C.write_result(args.tag or "realistic_sweep", {"sweep": result, "seeds": args.seeds}, C.command_line())
             plot_sweep(result, C.RESULTS / f"{args.tag or 'realistic_sweep'}.png")
         return result
+    if args.transfer:
+        result = transfer(args, overrides)
+        return C.save_bench(args.tag or "realistic_transfer", args, {}, overrides, **result)
     if args.chain:
         args.recipe = C.RECIPES / "chain_uniform.yaml"
-        arms = {"uniform": ARMS["uniform"], args.recommended: ARMS[args.recommended]}
+        arms = {"uniform": ARMS["uniform"], **{a: ARMS[a] for a in args.recommended.split(",")}}
         per_arm = {name: [CB.summarise_run(r) for r in runs] for name, runs in
                    C.run_bench(args.tag or "realistic_chain", args.recipe, arms,
                                [int(s) for s in args.seeds.split(",")], overrides)[0].items()}

@@ -162,15 +162,50 @@ def input_digits(skill: str, length: int) -> int:
     return length + 1 if skill == "psum" else length
 
 
-def slipped(answer: str, slip_rate: float, clean: int, rng: random.Random) -> str:
-    """The teacher's answer: position i (1-based) is replaced by another digit with probability
-    min(0.9, slip_rate * (i - clean)) past the first `clean` positions."""
+#: skill -> the ten symbols its answers are written in (answer_symbols: per_skill); digits otherwise
+SYMBOLS = {"rev": "0123456789", "inc": "abcdefghij", "sort": "klmnopqrst", "max": "ABCDEFGHIJ",
+           "psum": "KLMNOPQRST", "dup": "uvwxyzUVWX"}
+
+
+def written(skill: str, answer: str, per_skill: bool) -> str:
+    """The answer as the skill writes it: digit d -> SYMBOLS[skill][d] when per_skill."""
+    return "".join(SYMBOLS[skill][int(c)] for c in answer) if per_skill else answer
+
+
+def slipped(answer: str, slip_rate: float, clean: int, rng: random.Random, wrong=None) -> str:
+    """The teacher's answer (digits): position i (1-based) is replaced by another digit with
+    probability min(0.9, slip_rate * (i - clean)) past the first `clean` positions. The wrong digit
+    is `wrong(i - 1, rng)` (a mistake typical of the skill) when given and different from the
+    right one, else a uniformly drawn other digit."""
     out = []
     for i, c in enumerate(answer, start=1):
         if i > clean and rng.random() < min(0.9, slip_rate * (i - clean)):
-            c = str((int(c) + rng.randrange(1, 10)) % 10)
+            typical = wrong(i - 1, rng) if wrong is not None else None
+            c = typical if typical is not None and typical != c else str((int(c) + rng.randrange(1, 10)) % 10)
         out.append(c)
     return "".join(out)
+
+
+def typical_mistake(skill: str, digits: str):
+    """A mistake of `skill` at answer position j (0-based), or None (then a random digit):
+    rev reads a neighbour of the right input digit, inc adds 0 or 2 instead of 1, sort writes a
+    neighbour in the sorted order, max writes the input digit instead of the running maximum.
+    Skill-specific slips keep what GRPO removes from one skill from being what the others need."""
+    answer = solve(skill, digits)
+
+    def neighbour(s: str, j: int, rng: random.Random) -> str | None:
+        options = [s[k] for k in (j - 1, j + 1) if 0 <= k < len(s)]
+        return rng.choice(options) if options else None
+
+    if skill == "rev":
+        return lambda j, rng: neighbour(digits, len(digits) - 1 - j, rng)
+    if skill == "inc":
+        return lambda j, rng: str((int(digits[j]) + rng.choice((0, 2))) % 10)
+    if skill == "sort":
+        return lambda j, rng: neighbour(answer, j, rng)
+    if skill == "max":
+        return lambda j, rng: digits[j]
+    return None
 
 
 class SkillsConfig(EnvConfigBase):
@@ -184,6 +219,10 @@ class SkillsConfig(EnvConfigBase):
     slip_rate: float = Field(0.08, ge=0, le=0.9, description="SFT teacher: answer position i slips with "
                              "probability min(0.9, slip_rate * (i - clean_positions))")
     clean_positions: int = Field(2, ge=0, description="answer positions the teacher never slips on")
+    slips: Literal["random", "typical"] = Field("typical", description="the teacher's wrong digit: a uniformly "
+                                                "drawn other digit, or a mistake typical of the skill")
+    answer_symbols: Literal["digits", "per_skill"] = Field("per_skill", description="answers written in digits, "
+                                                           "or each skill in its own ten symbols (SYMBOLS)")
     learnable_size: int = Field(64, ge=1, description="learnable train prompts per skill (the same for every dead_share)")
     dead_share: float = Field(0.5, ge=0, lt=1, description="share of dead prompts in each skill's train pool: "
                               "n_dead = round(dead_share / (1 - dead_share) * learnable_size), on top of the learnable ones")
@@ -272,7 +311,7 @@ class SkillsEnv(PoolEnvironment):
         return out
 
     def _prompt(self, skill: str, band: str, split: str, i: int, digits: str, length: int) -> Prompt:
-        answer = solve(skill, digits)
+        answer = written(skill, solve(skill, digits), self.cfg.answer_symbols == "per_skill")
         return Prompt(uid=f"{skill}/{split}/{band}/{i}", distribution=skill, question=question(skill, digits),
                       answer=answer, hint=answer[: max(1, len(answer) // 2)],
                       columns={"answer": answer, "band": band, "size": length})
@@ -290,7 +329,9 @@ class SkillsEnv(PoolEnvironment):
             if question(skill, digits) in held_out:
                 continue
             p = self._prompt(skill, "warmup", "warmup", len(out), digits, length)
-            out.append((p, slipped(p.answer, cfg.slip_rate, cfg.clean_positions, rng)))
+            wrong = typical_mistake(skill, digits) if cfg.slips == "typical" else None
+            teacher = slipped(solve(skill, digits), cfg.slip_rate, cfg.clean_positions, rng, wrong)
+            out.append((p, written(skill, teacher, cfg.answer_symbols == "per_skill")))
         return out
 
     def sft_examples(self, distribution: str) -> list[tuple[Prompt, str]]:

@@ -6,7 +6,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from envs.skills import HARD_DEAD, MIXED, SkillsConfig, question, slipped, solve
+from envs.skills import HARD_DEAD, MIXED, SYMBOLS, SkillsConfig, question, slipped, solve, typical_mistake, written
 from rlcurr.rewards.builtin import exact_match
 
 SMALL = dict(learnable_size=40, eval_size=12, hard_eval_size=6, warmup_size=50)
@@ -28,10 +28,20 @@ def test_answers_by_hand(skill, digits, answer):
 
 def test_questions_and_rewards_by_hand():
     assert question("rev", "3141") == "R3141=" and question("psum", "31415") == "P31415="
-    env = SkillsConfig(skills=["rev", "inc", "psum", "max"], **SMALL).build(0)
+    env = SkillsConfig(skills=["rev", "inc", "psum", "max"], answer_symbols="digits", **SMALL).build(0)
     p = env.train_prompts("psum")[0]
     assert len(p.question) == p.columns["size"] + 3  # letter, size + 1 digits, '='
     assert p.answer == solve("psum", p.question[1:-1]) and p.hint == p.answer[: len(p.answer) // 2]
+    # per_skill (the default): each skill writes its answer in its own ten symbols
+    assert written("inc", "4250", True) == "ecfa" and written("max", "3344", True) == "DDEE"
+    assert written("rev", "1413", True) == "1413" and written("inc", "4250", False) == "4250"
+    env = SkillsConfig(**SMALL).build(0)
+    for skill in env.distributions():
+        p = env.train_prompts(skill)[0]
+        assert p.answer == written(skill, solve(skill, p.question[1:-1]), True)
+        assert set(p.answer) <= set(SYMBOLS[skill])
+    alphabets = [set(SYMBOLS[s]) for s in ("rev", "inc", "sort", "max")]
+    assert all(a.isdisjoint(b) for i, a in enumerate(alphabets) for b in alphabets[i + 1:])
     # the environment's verifier: exact match of the stripped answer
     assert exact_match(["q"] * 4, ["4556", " 4556\n", "4557", "45566"], answer=["4556"] * 4) == [1.0, 1.0, 0.0, 0.0]
 
@@ -44,6 +54,25 @@ def test_teacher_slips_grow_with_position_and_spare_the_clean_ones():
     assert all(o[:3] == "000" for o in outs)
     rate = [sum(o[i] != "0" for o in outs) / len(outs) for i in range(3, 8)]  # 0.1, 0.2, ..., 0.5
     assert all(abs(r - 0.1 * (i + 1)) < 0.03 for i, r in enumerate(rate))
+
+
+def test_typical_mistakes_by_hand():
+    rng = random.Random(0)
+    # rev of '3141' is '1413'; answer position 0 reads input position 3 ('1'): a neighbour is input 2 ('4')
+    assert typical_mistake("rev", "3141")(0, rng) == "4"
+    # inc adds 0 or 2 instead of 1: '3' -> '3' or '5'
+    assert {typical_mistake("inc", "3149")(0, rng) for _ in range(50)} == {"3", "5"}
+    # sort '3141' -> '1134': position 2 ('3') slips to a neighbour in the sorted order, '1' or '4'
+    assert {typical_mistake("sort", "3141")(2, rng) for _ in range(50)} == {"1", "4"}
+    # max '3141' -> '3344': position 2 writes the input digit '4'... and position 3 the input '1'
+    assert typical_mistake("max", "3141")(3, rng) == "1"
+    assert typical_mistake("psum", "31415") is None
+    # the teacher uses the typical mistake when it differs from the right digit, else a random one
+    # sort position 3 ('4') slips with probability 0.9, always to its only neighbour '3'
+    outs = [slipped("1134", 0.9, 0, rng, typical_mistake("sort", "3141")) for _ in range(1000)]
+    assert {o[3] for o in outs} == {"3", "4"} and abs(sum(o[3] == "3" for o in outs) / 1000 - 0.9) < 0.03
+    # position 0 ('1') slips to its neighbour '1' = itself: a random other digit instead, never '1'
+    assert sum(o[0] != "1" for o in outs) > 800
 
 
 def test_dead_share_keeps_the_learnable_pool_and_adds_dead_prompts():
