@@ -3,27 +3,36 @@
 Why this task. Published RL runs (GRESO: over 90 % of a step's zero-variance prompts were
 zero-variance the step before; Polaris: J-shaped pass rates, many prompts at 8/8) show prompts
 that stay solved or stay out of reach, across several skills. Here each skill is a distribution
-whose train pool holds learnable prompts plus dead ones (easy-dead: solved 8/8; hard-dead:
-0/8), the dead share being a knob; the per-prompt difficulty is a property of the prompt (its
-size), so a prompt's pass rate persists from one profile to the next.
+whose train pool holds learnable prompts plus dead ones (easy-dead: solved 8/8; hard-dead: 0/8),
+the dead share being a knob; a prompt's difficulty is a property of the prompt (its size), so its
+pass rate persists from one profile to the next.
 
-    skill  question      answer     (size L = answer length)
-    rev    R3141=        1413       reverse
-    inc    I3149=        4250       every digit + 1 mod 10
-    sort   S3141=        1134       digits in ascending order
-    max    M3141=        3344       running maximum
+    skill  question   answer (answer_symbols: digits)   answer (per_skill, the default)
+    rev    R3141=     1413  reverse                      1413  (digits 0-9)
+    inc    I3149=     4250  every digit + 1 mod 10       ecfa  (a-j)
+    sort   S3141=     1134  digits in ascending order    llno  (k-t)
+    max    M3141=     3344  running maximum              DDEE  (A-J)
     (also available: psum P31415= -> 4556, sums of neighbours mod 10; dup D314= -> 331144)
 
 Reward: exact match of the stripped answer (the built-in `exact_match`).
 
+Little transfer between skills. A first version wrote every answer in digits and its teacher
+slipped to a uniformly drawn digit: training one skill alone then lifted the others by up to
++0.27 (sort -> max), because what GRPO removed (late-position slips into digits) was shared.
+So each skill writes its answers in its own ten symbols (`answer_symbols: per_skill`; the
+output rows of one skill are not another's) and the teacher makes mistakes typical of the skill
+(`slips: typical`; `typical_mistake`). The measured transfer matrix, and what is left of it (one
+skill trained alone can pull another down: inc -> rev), is in docs/results.md, "Realistic data:
+the skills proving ground".
+
 The slipping teacher (envs/chain.py's lesson: GRPO on CPU removes mistakes from a policy that
 mostly knows the skill; it does not teach one in minutes). The SFT warm-up imitates a teacher
-whose answer digit i (1-based) is another digit with probability min(0.9, slip_rate * (i -
-clean_positions)): sizes 1-2 are clean (easy-dead), the learnable sizes 4-7 come out right
-0.77 / 0.59 / 0.40 / 0.24 of the time from the teacher, sizes 11-12 almost never (hard-dead).
-The warm-up set (`warmup_size` per skill, sizes 1..12 uniformly, no eval question) does not depend
-on dead_share or labelled: every w and both variants start from the same warmed model
-(checked: the seed-100 warm-ups at w = 0.5 and w = 0.75 are bit-identical).
+whose answer digit i (1-based) is wrong with probability min(0.9, slip_rate * (i -
+clean_positions)): sizes 1-2 are clean (easy-dead), the learnable sizes 4-7 come out right about
+0.8 / 0.6 / 0.4 / 0.25 of the time, sizes 11-12 almost never (hard-dead at the start; training
+that removes slips makes some of them solvable later). The warm-up set (`warmup_size` per skill,
+sizes 1..12 uniformly, no eval question) does not depend on dead_share or labelled: every w and
+both variants start from the same warmed model.
 
 Pools. Per skill: `learnable_size` learnable prompts (sizes learn_lengths, the same prompts for
 every dead_share), then n_dead = round(w / (1 - w) * learnable_size) dead prompts, half easy
@@ -36,72 +45,9 @@ half of the correct answer (Guide-GRPO). `labelled: false` puts every train prom
 distribution "mixed" (same uids, questions, order); eval prompts keep their skill, so the eval
 keys are the same as labelled.
 
-Measured (0.9M-parameter Qwen2, hidden 128, 4 layers; SFT 1200 steps, lr 3e-3, batch 64,
-recipes/skills_uniform.yaml; seeds 100-102, none of this on the benches' seeds 0-4; scripts in
-the report: G = 8 answers per prompt at temperature 1 through HFEngine, as rollouts):
-- Warmed model (seed 100), pass rate per skill and size (16 fresh prompts x 8 answers each):
-        size   1    2    4    5    6    7    11   12
-        rev   1.00 0.97 0.74 0.58 0.31 0.07 0.00 0.00
-        inc   0.99 0.97 0.81 0.46 0.27 0.20 0.00 0.00
-        sort  0.99 0.97 0.79 0.59 0.27 0.15 0.00 0.00
-        max   0.99 0.95 0.76 0.57 0.45 0.21 0.00 0.00
-  (train pool w = 0.75: easy band mean pass 0.97, 78 % at 8/8; learnable 0.45-0.48, 13-17 %
-  dead; hard 0.00, 99-100 % at 0/8.)
-- Dead share measured on the train pool (0/8 or 8/8, two profiles A / B): w = 0: 0.133 / 0.168
-  (the learnable part itself: 9 % at 0/8, 4-7 % at 8/8); w = 0.25: 0.344 / 0.353; w = 0.5: 0.533 /
-  0.535; w = 0.75: 0.707 / 0.697. `rlcurr profile recipes/skills_uniform.yaml` (the trainer's own
-  rollout and scoring) at w = 0.5: 51.6 % (0/8 29.3 %, 8/8 22.3 %; per skill 48-54 %).
-- Persistence: Pearson r of per-prompt pass counts between the two profiles (fresh samples,
-  same model): 0.962 over the 1024 prompts of the w = 0.75 pool, 0.735 within the learnable part
-  (rev 0.75, inc 0.72, sort 0.81, max 0.68); P(dead in B | dead in A) = 0.88, P(dead in B | live
-  in A) = 0.26.
-- Uniform sampler, w = 0.5 (the recipe: 100 GRPO steps, 16 prompts x 8 answers, lr 1e-4, ~0.15 s
-  a step, ~30 s of training on 2 cores plus a 2.5-minute warm-up the first time), learnable mean
-  (eval avg@4, 32 prompts per skill) at steps -1 / 19 / 39 / 59 / 79 / 99:
-        seed 100: 0.508 0.652 0.832 0.840 0.875 0.889  (+0.381)
-        seed 101: 0.445 0.723 0.777 0.859 0.834 0.859  (+0.414)
-        seed 102: 0.398 0.555 0.623 0.639 0.664 0.682  (+0.283; this warm-up left rev at 0.13,
-                  and RL does not teach it: rev 0.13 -> 0.21)
-  Per skill, mean +- std over the 3 seeds: rev +0.26 +- 0.16, inc +0.40 +- 0.02, sort +0.35 +-
-  0.07, max +0.43 +- 0.08. hard_dead eval: 0.00 -> 0.09 (0.08-0.09 every seed): hard-dead prompts
-  are not quite dead by the end of a run. recipes/skills_unlabelled.yaml on the same warmed model,
-  seed 100: 0.508 (the same eval before RL) -> 0.654 / 0.770 / 0.822 / 0.881 / 0.883.
-- Transfer (curriculum.sampler: weights, one skill only, 100 steps; change of held-out accuracy,
-  mean +- std over seeds 100-102):
-        sort only: sort +0.36 +- 0.06; max +0.27 +- 0.07, inc +0.12 +- 0.12, rev +0.04 +- 0.05
-        max only:  max +0.47 +- 0.07; rev -0.12 +- 0.12, inc +0.08 +- 0.13, sort -0.05 +- 0.18;
-                   hard_dead +0.17 (max's long answers are mostly 9s: once the slips are gone
-                   its hard prompts are easy)
-        inc only:  inc +0.43 +- 0.02; max +0.20 +- 0.11, rev +0.06 +- 0.05, sort -0.07 +- 0.25
-        rev only:  rev +0.35 +- 0.20 (seed 102's weak rev: +0.12); inc +0.23 +- 0.12, sort +0.03
-                   +- 0.13, max +0.07 +- 0.12
-  Seed spread of the same skills under uniform sampling (std of the change over seeds): rev
-  0.16, inc 0.02, sort 0.07, max 0.08. So the transfer requirement is NOT met: training one skill
-  moves others by more than the seed spread (sort -> max +0.27, rev -> inc +0.23, inc -> max
-  +0.20), and training max alone hurts rev / sort in some seeds. Likely cause: every skill's
-  slips are the same kind (a uniformly wrong digit, on the same position schedule), so part of
-  what GRPO removes -- slips at later answer positions -- is not skill-specific. Untried fixes:
-  skill-specific slips (a wrong digit that is a plausible mistake of that skill only, e.g. rev
-  copies the neighbour, inc adds 0 or 2, sort swaps a pair, max keeps the old maximum), slips on
-  different positions per skill, or skills with disjoint output alphabets.
-
-Variants tried while building it (seed 100 unless said; learnable mean = eval mean over skills):
-- v1: rev, inc, psum, sort, max; sizes 1-13, slip 0.08 past 3 clean positions; SFT 600 steps:
-  far too little -- rev 0.32 at size 1, psum 0.12 at size 1, inc 0.83 / 0.45 / 0.14 at sizes
-  1-3, sort 0.97 ... 0.33 at size 5, max 0.95 ... 0.47 at size 5 (psum and rev hardly learnt).
-- v2: rev, inc, sort, max; easy 1-2, learnable 3-6, hard 9-10, 2 clean positions, SFT 800
-  steps: rev 0.98 / 0.78 / 0.49 / 0.18 at sizes 1-4 (competence-limited), the others 0.9+ to
-  ~0.25 over sizes 1-6, hard sizes 0.01-0.05 (max 0.05 at size 9: not dead). GRPO uniform, w =
-  0.5, lr 2e-4, 80 steps: 0.484 -> 0.695; hard_dead 0.008 -> 0.164 (too close to learnable).
-- v3: v2 with hard sizes 11-12: same curve, hard sizes 0.00-0.02.
-- v4 (kept): v3 with SFT 1200 steps: rev learnt (0.95 / 0.73 / 0.40 / 0.24 at sizes 3-6).
-  Learnable 3-6, lr 2e-4, 80 steps, seeds 100 / 101 / 102: +0.13 / +0.14 / +0.21, with
-  collapses mid-run (sort 0.67 -> 0.14 at step 59, seed 101). Learnable 4-7 (more headroom),
-  eval avg@4: lr 2e-4, 80 steps: 0.471 -> 0.727, 0.441 -> 0.752; lr 1e-4, 120 steps: 0.471 ->
-  0.875, 0.441 -> 0.830, steadier. The recipe: learnable 4-7, easy 1-2, lr 1e-4, 100 steps.
-- v5: max replaced by psum (less related to sort?): the 1200-step warm-up did not take off at
-  all (rev 0.23, inc 0.09, sort 0.62, psum 0.01 at size 2): dropped. Warm-ups are fragile in
-  general: seed 102's left rev at 0.13.
+Measurements (pass rates by size, the dead share each w gives, persistence between profiles,
+uniform's gain, every variant tried while building this) are in docs/results.md, "Realistic
+data: the skills proving ground".
 """
 
 from __future__ import annotations

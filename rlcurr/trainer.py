@@ -681,7 +681,7 @@ def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
     """(torch threads per rollout worker, threads the learner ranks share); None = all cores.
     A synchronous step runs generation and the update one after the other, so each takes every
     core. An asynchronous one on CPU runs them at once: two pools of threads on the same cores
-    spin against each other (measured on 2 cores, quickstart: 1.6 s/step against 0.55 s sync),
+    spin against each other (docs/scaling.md, "Asynchronous training"),
     so the cores are split, half to the learner, half to the rollout workers. With GPUs the
     threads only feed the devices; nothing is split. RLCURR_CPU_THREADS=N caps the cores a run
     takes (runs that share a machine: torch threads that outnumber the cores spin and stall)."""
