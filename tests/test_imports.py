@@ -147,3 +147,14 @@ def test_built_in_names_resolve_through_the_registry_and_import_only_their_modul
             "assert type(cfg.env) is ArithConfig\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'envs'))\n")
     assert _run_python(code).split("\n")[-2] == "['envs', 'envs.arith', 'envs.base']"
+
+
+def test_a_module_over_400_lines_says_why():
+    """The house rule: a module longer than about 400 lines says in its docstring why it is one
+    module ("Over 400 lines on purpose: ...")."""
+    import ast
+
+    long = {name: path for name, path in _modules().items() if len(path.read_text().splitlines()) > 400}
+    silent = [name for name, path in long.items()
+              if "Over 400 lines" not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert silent == []
