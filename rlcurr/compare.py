@@ -108,7 +108,7 @@ def sampling_probs(run: RunData) -> dict[str, dict[str, float | None]]:
     """Per distribution: mean sampling probability over the curriculum rows shown, and the last one."""
     out = {}
     for d in run.distributions:
-        probs = [num(((r.get("distributions") or {}).get(d) or {}).get("prob")) for r in run.curriculum]
+        probs = [num((r.distributions.get(d) or {}).get("prob")) for r in run.curriculum]
         probs = [p for p in probs if p is not None]
         out[d] = {"mean": sum(probs) / len(probs) if probs else None, "last": probs[-1] if probs else None}
     return out
@@ -286,7 +286,7 @@ def plot_compare(runs: list[RunData], path: str | Path) -> Path:
         _plot_reward(ax_reward, run, name, colour, k)
         lw = 1.3 + 0.9 * min(2, len(runs) - 1 - i)  # earlier runs wider: equal probabilities stay visible
         for ax, d in zip(prob_axes, dists):
-            pts = [(r["step"], num(((r.get("distributions") or {}).get(d) or {}).get("prob"))) for r in run.curriculum]
+            pts = [(r.step, num((r.distributions.get(d) or {}).get("prob"))) for r in run.curriculum]
             pts = [(x, y) for x, y in pts if y is not None]
             if pts:
                 ax.plot(*zip(*pts), color=colour, lw=lw, label=name)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from rlcurr.checkpoint import iter_jsonl
+from rlcurr.curriculum.row import CurriculumRow
 from rlcurr.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "curriculum.jsonl")
@@ -27,7 +28,7 @@ class RunData:
     run_dir: Path
     config: dict[str, Any]
     metrics: list[dict[str, Any]]      # lines of metrics.jsonl within `steps`, sorted by step
-    curriculum: list[dict[str, Any]]   # lines of curriculum.jsonl within `steps`, sorted by step
+    curriculum: list[CurriculumRow]   # lines of curriculum.jsonl within `steps`, sorted by step
     distributions: list[str]
     steps: tuple[int | None, int | None] | None = None
     last_step: int | None = None       # last training step logged (whole file, ignores `steps`)
@@ -107,6 +108,19 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
+def _read_rows(path: Path) -> tuple[list[CurriculumRow], int]:
+    """curriculum.jsonl as typed rows; a line that is not one (no integer step, a malformed
+    field) counts as skipped."""
+    objs, bad = _read_jsonl(path)
+    rows = []
+    for obj in objs:
+        try:
+            rows.append(CurriculumRow.from_json(obj))
+        except ValueError:
+            bad += 1
+    return rows, bad
+
+
 def load_run(run_dir: str | Path, steps: tuple[int | None, int | None] | None = None) -> RunData:
     """Read a run directory; `steps` keeps only lines with A <= step <= B (None: open side)."""
     run_dir = Path(run_dir)
@@ -122,15 +136,15 @@ def load_run(run_dir: str | Path, steps: tuple[int | None, int | None] | None = 
     if not isinstance(config, dict):
         raise UserError(f"{run_dir / 'config.yaml'}: expected a mapping")
     metrics, bad_m = _read_jsonl(run_dir / "metrics.jsonl")
-    curriculum, bad_c = _read_jsonl(run_dir / "curriculum.jsonl")
-    train_steps = [r["step"] for r in metrics if r["step"] >= 0] + [r["step"] for r in curriculum]
+    curriculum, bad_c = _read_rows(run_dir / "curriculum.jsonl")
+    train_steps = [r["step"] for r in metrics if r["step"] >= 0] + [r.step for r in curriculum]
     last_step = max(train_steps) if train_steps else None
     metrics = sorted((r for r in metrics if _in_range(r["step"], steps)), key=lambda r: r["step"])
-    curriculum = sorted((r for r in curriculum if _in_range(r["step"], steps)), key=lambda r: r["step"])
+    curriculum = sorted((r for r in curriculum if _in_range(r.step, steps)), key=lambda r: r.step)
 
     names: list[str] = []
     for r in curriculum:
-        for d in (r.get("distributions") or {}):
+        for d in r.distributions:
             if d not in names:
                 names.append(d)
     env_names = (config.get("env") or {}).get("distributions")

@@ -142,7 +142,7 @@ def test_steps_narrow(tmp_path):
     d = write_run(tmp_path / "run")
     run = load_run(d, (10, 20))
     assert {r["step"] for r in run.metrics} == set(range(10, 21))
-    assert {r["step"] for r in run.curriculum} == set(range(10, 21))
+    assert {r.step for r in run.curriculum} == set(range(10, 21))
     assert run.finished  # status judged on the whole file
     s = summary_json(run)
     assert s["snapshots"][0]["step"] == 10 and s["snapshots"][-1]["step"] == 20
@@ -339,3 +339,20 @@ def test_prompts_from_controller_records(tmp_path):
     for x in "ab":
         if f"{x}0" in seen:
             assert p["distributions"][x]["easiest"][0] == [f"{x}0", 1.0]
+
+
+def test_curriculum_rows_are_read_as_typed_rows_and_a_malformed_one_is_skipped(tmp_path):
+    """load_run reads curriculum.jsonl through CurriculumRow.from_json: rows carry attributes,
+    and a line whose `distributions` is not a mapping counts as skipped instead of breaking
+    `inspect` later."""
+    from rlcurr.curriculum.row import CurriculumRow
+
+    d = write_run(tmp_path / "run", steps=5)
+    with open(d / "curriculum.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "distributions": [0.5, 0.5]}) + "\n")
+    run = load_run(d, None)
+    assert all(isinstance(r, CurriculumRow) for r in run.curriculum)
+    assert [r.step for r in run.curriculum] == [0, 1, 2, 3, 4]
+    assert run.skipped_lines["curriculum.jsonl"] == 1
+    assert set(run.curriculum[-1].probabilities()) == set(run.distributions)
+    summary_json(run)  # the summary reads the typed rows

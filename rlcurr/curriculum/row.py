@@ -85,10 +85,13 @@ class CurriculumRow:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CurriculumRow":
         """A row read back from curriculum.jsonl (a parsed line). Missing keys take their defaults
-        (runs of older versions), unknown keys go to `extra`; a row without an integer `step`
-        raises ValueError."""
+        (runs of older versions), unknown keys go to `extra`; a row without an integer `step`, or
+        whose `distributions` / `alerts` are not a mapping / list, raises ValueError."""
         if not isinstance(data, dict) or isinstance(data.get("step"), bool) or not isinstance(data.get("step"), int):
             raise ValueError(f"a curriculum row needs an integer 'step'; got {str(data)[:80]}")
+        for key, kind in (("distributions", dict), ("alerts", list)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise ValueError(f"a curriculum row's {key!r} must be a {kind.__name__}; got {str(data[key])[:80]}")
         known = {f.name for f in fields(cls)} - {"extra"}
         kw = {k: v for k, v in data.items() if k in known}
         if isinstance(kw.get("d3s"), dict):

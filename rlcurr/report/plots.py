@@ -20,13 +20,13 @@ def plot_run(run: RunData, path: str | Path) -> Path:
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     colour = {d: cmap(i % cmap.N) for i, d in enumerate(names)}
     panels = {"probs": _plot_probs, "eval": _plot_eval, "reward": _plot_reward}
-    if any(r.get("budget") is not None for r in run.curriculum):
+    if any(r.budget is not None for r in run.curriculum):
         panels["budget"] = _plot_budget
-    if any(isinstance(r.get("hints"), dict) for r in run.curriculum):
+    if any(isinstance(r.hints, dict) for r in run.curriculum):
         panels["hints"] = _plot_hints
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     fig.suptitle(f"{run.config.get('name') or run.run_dir.name} — {run.status}", fontsize=13)
-    xs_all = [max(r["step"], 0) for r in run.metrics] + [r["step"] for r in run.curriculum] or [0]
+    xs_all = [max(r["step"], 0) for r in run.metrics] + [r.step for r in run.curriculum] or [0]
     lo, hi = min(xs_all), max(xs_all)
     for ax, draw in zip(axes[:, 0], panels.values()):
         draw(ax, run, colour)
@@ -55,8 +55,8 @@ def _empty(ax, text: str) -> None:
 def _plot_probs(ax, run: RunData, colour) -> None:
     cur, names = run.curriculum, run.distributions
     if cur:
-        ys = [[num(((r.get("distributions") or {}).get(d) or {}).get("prob")) or 0.0 for r in cur] for d in names]
-        ax.stackplot([r["step"] for r in cur], *ys, labels=names, colors=[colour[d] for d in names], alpha=0.85)
+        ys = [[num((r.distributions.get(d) or {}).get("prob")) or 0.0 for r in cur] for d in names]
+        ax.stackplot([r.step for r in cur], *ys, labels=names, colors=[colour[d] for d in names], alpha=0.85)
         ax.set_ylim(0, 1)
     else:
         _empty(ax, "no curriculum records")
@@ -110,8 +110,8 @@ def _plot_budget(ax, run: RunData, colour) -> None:
 
     names, steps, default, per = run.distributions, [], [], {d: [] for d in run.distributions}
     for r in run.curriculum:
-        dv, pv = budget_values(r.get("budget"))
-        steps.append(r["step"])
+        dv, pv = budget_values(r.budget)
+        steps.append(r.step)
         default.append(np.nan if dv is None else dv)
         for d in names:
             per[d].append(pv.get(d, np.nan))
@@ -130,8 +130,8 @@ def _plot_hints(ax, run: RunData, colour) -> None:
     names, steps, keep_rate = run.distributions, [], []
     reroll = {d: [] for d in names}
     for r in run.curriculum:
-        st = hint_stats(r.get("hints"), names, "step")
-        steps.append(r["step"])
+        st = hint_stats(r.hints, names, "step")
+        steps.append(r.step)
         tot_r = tot_k = 0.0
         for d in names:
             s = st.get(d, {})

@@ -157,9 +157,9 @@ def _eval_table(run: RunData, s: dict[str, Any]):
 
 def _budget_table(run: RunData):
     t = table("token budget", "step", ["default", *run.distributions])
-    cur_by_step = {r["step"]: r for r in run.curriculum}
+    cur_by_step = {r.step: r for r in run.curriculum}
     for step in snapshot_steps(run):
-        default, per = budget_values((cur_by_step.get(step) or {}).get("budget"))
+        default, per = budget_values(cur_by_step[step].budget if step in cur_by_step else None)
         t.add_row(str(step), fmt(default, 0), *[fmt(per.get(d), 0) for d in run.distributions])
     return t
 
