@@ -677,6 +677,16 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def cpu_thread_cap() -> int | None:
+    """RLCURR_CPU_THREADS: this run's share of a machine others use (None: unset)."""
+    text = os.environ.get("RLCURR_CPU_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"RLCURR_CPU_THREADS must be a whole number of threads >= 1 (got {text!r})")
+    return int(text)
+
+
 def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
     """(torch threads per rollout worker, threads the learner ranks share); None = all cores.
     A synchronous step runs generation and the update one after the other, so each takes every
@@ -685,7 +695,7 @@ def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:
     so the cores are split, half to the learner, half to the rollout workers. With GPUs the
     threads only feed the devices; nothing is split. RLCURR_CPU_THREADS=N caps the cores a run
     takes (runs that share a machine: torch threads that outnumber the cores spin and stall)."""
-    share = int(os.environ.get("RLCURR_CPU_THREADS") or 0) or None  # this run's share of a machine others use
+    share = cpu_thread_cap()
     if gpus or cfg.trainer.max_staleness == 0:
         return share, share
     cores = share or os.cpu_count() or 1

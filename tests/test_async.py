@@ -147,6 +147,9 @@ def test_cpu_threads_capped_by_the_environment(monkeypatch):
     assert cpu_threads(_cfg(), gpus=False) == (1, 1)
     monkeypatch.setenv("RLCURR_CPU_THREADS", "4")
     assert cpu_threads(_cfg("trainer.max_staleness=1"), gpus=False) == (2, 2)
+    monkeypatch.setenv("RLCURR_CPU_THREADS", "two")
+    with pytest.raises(UserError, match="RLCURR_CPU_THREADS"):
+        cpu_threads(_cfg(), gpus=False)
 
 
 # ---------------------------------------------------------------- real runs
