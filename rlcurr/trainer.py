@@ -82,6 +82,7 @@ class Trainer:
         self.cfg, self.log = cfg, log
         # Everything that can fail on user input happens before the run directory exists.
         check_speed_config(cfg)
+        cpu_thread_cap()  # a bad RLCURR_CPU_THREADS is refused now, not after the run directory is written
         self.env = cfg.env.build(cfg.seed)
         check_tool_support(cfg, self.env)
         self.model_dir = prepare_model(cfg, self.env, log=log)

@@ -170,6 +170,13 @@ def test_bad_math_eval_file(cli, tmp_path):
     _assert_clean(cli("train", str(recipe)), bad, tmp_path / "run", "UTF-8")
 
 
+def test_bad_cpu_thread_cap(cli, tmp_path, monkeypatch):
+    """RLCURR_CPU_THREADS that is not a whole number >= 1: one error line naming it, before the
+    run directory exists."""
+    monkeypatch.setenv("RLCURR_CPU_THREADS", "0")
+    _assert_clean(cli("train", str(_recipe(tmp_path))), "RLCURR_CPU_THREADS", tmp_path / "run", "'0'")
+
+
 # ---------------------------------------------------------------- user reward files (rlcurr/rewards/registry.py)
 
 
