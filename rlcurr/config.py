@@ -89,6 +89,13 @@ class RewardSpec(Section):
 class RewardConfig(Section):
     timeout_s: float = Field(30.0, gt=0)
     on_error: Literal["raise", "none"] = "raise"
+    workers: int = Field(0, ge=0, description="Ray actors that run the rule rewards, each scoring a contiguous share "
+                                              "of the step's answers; a call past timeout_s kills its worker, which is "
+                                              "replaced. 0: threads of the driver (a hung call is abandoned, still "
+                                              "running). See docs/extending.md \"Reward workers\"")
+    worker_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each reward worker (on any node)")
+    max_restarts: int = Field(3, ge=0, description="dead reward workers replaced per call; past that the call "
+                                                   "fails like a reward that raised (see reward.on_error)")
 
 
 class RolloutConfig(Section):
@@ -245,11 +252,21 @@ class WandbConfig(Section):
 
 
 class ResourcesConfig(Section):
-    """Ray placement on GPU nodes (rlcurr/rollout/pool.py); ignored when the cluster has no GPUs."""
+    """Ray placement (rlcurr/rollout/pool.py, rlcurr/cluster.py): GPUs per worker on GPU nodes, and
+    which nodes each role runs on, by a custom Ray resource the node was started with
+    (`ray start --resources='{"rollout_node": 1}'`). docs/scaling.md "A Ray cluster"."""
 
     gpus_per_rollout_worker: int | None = Field(None, ge=1, description="default: rollout.tensor_parallel_size")
-    gpus_per_learner_worker: int = Field(1, ge=1)
+    gpus_per_learner_worker: int | None = Field(None, ge=1, description="default: 1, on a cluster with GPUs")
     colocate: bool = Field(False, description="rollout and learner share GPUs; vLLM sleeps during the learner step")
+    rollout_node_resource: str | None = Field(
+        None, min_length=1, description="rollout workers run only on nodes that have this custom Ray resource")
+    learner_node_resource: str | None = Field(
+        None, min_length=1, description="learner ranks run only on nodes that have this custom Ray resource")
+    placement_timeout_s: float = Field(
+        120.0, gt=0, description="give up, naming the missing resources, when actors are not placed in this time")
+    cpu_fallback: bool = Field(
+        False, description="a recipe that sets GPU fields trains on CPU when the cluster has no GPU (else an error)")
 
 
 class LoggingConfig(Section):

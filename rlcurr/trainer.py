@@ -27,6 +27,7 @@ top to bottom; the math each step calls lives in rlcurr/algos and rlcurr/curricu
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import json
@@ -42,6 +43,8 @@ import yaml
 from rlcurr.algos.advantages import group_advantages
 from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, find_latest_checkpoint, load_state,
                                rng_state, save_checkpoint, save_state, set_rng_state, truncate_jsonl)
+from rlcurr.actors import first_line
+from rlcurr.cluster import ActorNames, check_cluster, clean_run_actors, connect, node_address, run_key
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
@@ -55,6 +58,7 @@ from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
 from rlcurr.profile import PRIOR_FILE, filter_pools, load_profile, prior_for
 from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
+from rlcurr.rewards.model_rewards import AgreementMonitor
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
 from rlcurr.rollout.context import rollout_model_len
 from rlcurr.rollout.multiturn import generate_with_tools
@@ -77,6 +81,10 @@ def is_run_directory(path: Path) -> bool:
     return isinstance(data, dict) and {"model", "trainer"} <= set(data)
 
 
+class LearnerLost(UserError):
+    """A learner rank died: the run stops with one line; `--resume` continues it."""
+
+
 class Trainer:
     def __init__(self, cfg: Config, log=print):
         self.cfg, self.log = cfg, log
@@ -90,9 +98,12 @@ class Trainer:
         # vLLM's context: the longest prompt + max_tokens; a model too short for them is refused here
         self.max_model_len = rollout_model_len(cfg, self.env, self.tokenizer, self.model_dir)
         chat = has_chat_template(self.tokenizer)
-        self.rewards = RewardRunner(reward_specs(cfg.rewards, self.env.default_rewards), cfg.reward, conversational=chat)
+        self.rewards = RewardRunner(reward_specs(cfg.rewards, self.env.default_rewards), cfg.reward, conversational=chat,
+                                    log=log)  # reward.workers > 0: Ray actors, started at the first score
         # Eval accuracy = the environment's own verifier (its first default reward) > 0.
-        self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward, conversational=chat)
+        self.verifier = RewardRunner([RewardSpec(name=self.env.default_rewards[0])], cfg.reward, conversational=chat,
+                                     pool=self.rewards.pool)  # the same reward workers
+        self.rm_monitor = AgreementMonitor.for_runner(self.rewards, log)  # model rewards vs the verifier
         self.reward_failures = {"errors": 0, "timeouts": 0, "groups_dropped": 0}  # this step's, reset by collect
         self.spent = {"answers": 0, "tokens": 0}  # this step's generated answers and tokens, reset by collect
         self.controller = self.build_controller({d: self.env.train_prompts(d) for d in self.env.distributions()})
@@ -113,6 +124,8 @@ class Trainer:
 
     def start(self, resume: bool = False) -> int:
         """Create (or reopen) the run directory and the actors; return the first step to run."""
+        # The cluster has what the recipe asks for (else one error), before the run directory is touched
+        self.join_cluster()
         # curriculum.prompts.prior: read (and any error raised) before the run directory is touched
         prior_record = None
         if not resume and self.cfg.curriculum.prompts.prior is not None:
@@ -144,9 +157,14 @@ class Trainer:
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
             seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens,
             cpu_threads=learner_threads)
+        self.learner_nodes = [node_address(n) for n in ray.get([w.node_id.remote() for w in self.learner.workers])]
         self.start_rollout_pool(transfer, rollout_threads)
         # Every engine on the learner's node: weights go through one shared-memory file, not Ray's store
-        self.shared_sync = self.rollout_pool.node_ids() == {self.learner.node_id()}
+        rollout_nodes = self.rollout_pool.node_ids()
+        self.shared_sync = rollout_nodes == {self.learner.node_id()}
+        self.log(f"placement: learner on {', '.join(sorted(set(self.learner_nodes)))}; rollout workers on "
+                 f"{', '.join(sorted(node_address(n) for n in rollout_nodes))}; weights sync through "
+                 f"{sync_route(transfer, self.shared_sync)}")
         self.weight_sync = WeightSync(self.learner, self.rollout_pool, backend=transfer, shared=self.shared_sync,
                                       engine_copies=self.rollout_pool.weight_file_writers(),
                                       tensor_parallel_size=r.tensor_parallel_size, log=self.log)
@@ -157,18 +175,35 @@ class Trainer:
             self.sync()
         return first
 
+    def join_cluster(self) -> None:
+        """Start or join Ray (rlcurr.cluster: bounded in time), check that the cluster has what the
+        recipe asks for, and kill actors an earlier driver of this run left behind."""
+        connect()
+        check_cluster(self.cfg, self.log)
+        self.actor_names = ActorNames(run_key(self.cfg.name, self.run_dir))
+        if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not self.run_dir.is_absolute():
+            self.log(f"warning: running as a Ray job with a relative trainer.output_dir: the run directory is "
+                     f"{self.run_dir.resolve()}, inside the job's working directory, which Ray may delete; give an "
+                     f"absolute trainer.output_dir on storage every node can read (docs/scaling.md)")
+        left = clean_run_actors(self.actor_names.key)
+        if left:
+            self.log(f"killed {len(left)} actor(s) an earlier driver of this run left running: {', '.join(left)}")
+
     def place_actors(self) -> str | None:
-        """Start Ray (unless it runs) and decide where the actors go (`self.placement`); return the
-        weight-transfer backend the rollout engines are built with."""
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+        """Decide where the actors go (`self.placement`); return the weight-transfer backend the
+        rollout engines are built with."""
         r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
-        # GPU clusters: rollout and learner workers on separate GPUs (or shared, colocated); CPU: no-op
+        # GPU clusters: rollout and learner workers on separate GPUs (or shared, colocated); CPU: only the
+        # roles' node resources, when the recipe pins them to nodes
         self.placement = placement(r.num_workers, c.learner.num_workers, colocate=res.colocate,
                                    gpus_per_rollout_worker=res.gpus_per_rollout_worker or r.tensor_parallel_size,
-                                   gpus_per_learner_worker=res.gpus_per_learner_worker,
-                                   tensor_parallel_size=r.tensor_parallel_size)
+                                   gpus_per_learner_worker=res.gpus_per_learner_worker or 1,
+                                   tensor_parallel_size=r.tensor_parallel_size,
+                                   rollout_resource=res.rollout_node_resource,
+                                   learner_resource=res.learner_node_resource,
+                                   ready_timeout_s=res.placement_timeout_s)
+        self.placement.learner = [{**options, **self.actor_names.options("learner", rank)}
+                                  for rank, options in enumerate(self.placement.learner)]
         # vLLM engines on GPUs take weights through vLLM's weight transfer (rlcurr.rollout.weight_transfer)
         return transfer_backend(r.engine, gpus=ray.cluster_resources().get("GPU", 0) > 0, colocate=res.colocate,
                                 num_rollout=r.num_workers, num_learner=c.learner.num_workers,
@@ -180,13 +215,13 @@ class Trainer:
         r, c, res = self.cfg.rollout, self.cfg, self.cfg.resources
 
         def rollout_worker(i: int):  # also called by the pool to replace a worker that died
-            return RolloutWorker.options(**self.placement.rollout[i]).remote(
+            return RolloutWorker.options(**self.placement.rollout[i], **self.actor_names.options("rollout", i)).remote(
                 r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=threads,
                 gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
                 sleep_mode=res.colocate, max_model_len=self.max_model_len, weight_transfer=transfer)
 
         self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
-                                        colocate=res.colocate, log=self.log)
+                                        colocate=res.colocate, log=self.log, start_timeout_s=res.placement_timeout_s)
         return self.rollout_pool
 
     def apply_prior(self, prior: dict[str, tuple[str, int, int]]) -> dict:
@@ -243,10 +278,31 @@ class Trainer:
                     self.log(f"stopped by {stop.raised} after step {t}; checkpoint saved. "
                              f"Continue with: rlcurr train --resume {self.run_dir}")
                     break
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
+            lost = self.learner_lost(err)  # rollout workers are replaced by the pool; a learner rank is not
+            if lost is None:
+                raise
+            raise LearnerLost(lost) from None
         finally:
             stop.restore()
             self.logger.close()
-            self.learner.close_shared_weights()
+            with contextlib.suppress(ray.exceptions.RayError):  # a learner rank lost with its node
+                self.learner.close_shared_weights()
+            self.rewards.close()  # the reward workers (shared with the verifier), if any
+
+    def learner_lost(self, err: ray.exceptions.RayError) -> str | None:
+        """The one line a run stops with when a learner rank died (its node lost, killed, out of
+        memory): which rank, on which node, and how to continue. None when every rank answers (the
+        error was not the learner's)."""
+        ranks = self.learner.dead_ranks(timeout_s=self.cfg.resources.placement_timeout_s)
+        if not ranks:
+            return None
+        who, node = f"learner rank {ranks[0]}", self.learner_nodes[ranks[0]]
+        why = first_line(err)
+        saved = find_latest_checkpoint(self.run_dir)
+        since = f"the last complete checkpoint is {saved.name}" if saved else "no checkpoint was saved yet"
+        return (f"{who} on {node} died ({why}); the run stopped and {since}. Continue on a healthy cluster with: "
+                f"rlcurr train --resume {self.run_dir}")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -493,7 +549,7 @@ class Trainer:
     def reward_failure_metrics(self) -> dict[str, int]:
         """This step's answers whose reward failed (they were left out of their groups): errors and
         timeouts (an answer counts once in each kind it had), and groups dropped for it."""
-        return {f"reward/{k}": v for k, v in self.reward_failures.items()}
+        return {**{f"reward/{k}": v for k, v in self.reward_failures.items()}, **self.rm_monitor.step_metrics()}
 
     def train_request(self, plan: BatchPlan, prompt_ids: list[int], item: PlannedPrompt) -> GenRequest:
         """A training rollout request for plan item `item`; with EAD (docs/curriculum.md "EAD") it
@@ -550,6 +606,7 @@ class Trainer:
         columns = build_columns(per_answer, budget=budgets, num_tokens=num_tokens)
         scores = self.rewards.score(prompts, completions, columns)
         correct = self.verify(prompts, completions, columns, scores.parts)
+        self.rm_monitor.observe(t, scores.parts, correct, self.run_dir)  # reward/rm_agreement, judge_samples.jsonl
         self.reward_failures["errors"] += sum(scores.errors)
         self.reward_failures["timeouts"] += sum(scores.timeouts)
         groups, i = [], 0
@@ -676,6 +733,13 @@ class _StopFlag:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def sync_route(transfer: str | None, shared: bool) -> str:
+    """How weights will reach the engines, for the placement log line (rlcurr.rollout.weight_transfer)."""
+    if transfer is not None:
+        return f"vLLM's weight transfer ({transfer})"
+    return "a shared-memory file (one node), when /dev/shm has room" if shared else "Ray's object store (several nodes)"
 
 
 def cpu_thread_cap() -> int | None:

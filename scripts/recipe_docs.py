@@ -208,7 +208,6 @@ FALLBACK: dict[str, str] = {
     "logging.progress": "one progress line per step on the terminal",
     "logging.wandb.project": "W&B project",
     "logging.wandb.mode": "W&B mode; the run id is kept so a resume continues the run",
-    "resources.gpus_per_learner_worker": "GPUs per learner rank",
     "curriculum.sampler": "distribution sampler: which distribution each prompt slot comes from",
     "curriculum.budget.shape": "how the budget falls from start to end",
     "curriculum.budget.per_distribution": "start/end per named distribution; shape, gamma, every, steps shared",

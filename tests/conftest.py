@@ -18,7 +18,9 @@ def _model_cache(tmp_path_factory):
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # address="local": a new instance, never one another process on this machine started
+    # (ray.init() would join the cluster named in /tmp/ray/ray_current_cluster, and refuse num_cpus)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

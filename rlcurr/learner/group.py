@@ -109,6 +109,20 @@ class LearnerGroup:
         ray.get([w.stop_weight_transfer.remote() for w in self.transfer_ranks])
         self.transfer_ranks = []
 
+    def dead_ranks(self, timeout_s: float) -> list[int]:
+        """The ranks that do not answer within `timeout_s` (dead, or on a node that was lost)."""
+        calls = [w.node_id.remote() for w in self.workers]
+        ready, _ = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
+        dead = []
+        for rank, call in enumerate(calls):
+            try:
+                if call not in ready:
+                    raise TimeoutError
+                ray.get(call)
+            except (ray.exceptions.RayError, TimeoutError):
+                dead.append(rank)
+        return dead
+
     def node_id(self) -> str:
         """The node rank 0 runs on."""
         return ray.get(self.workers[0].node_id.remote())

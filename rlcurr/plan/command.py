@@ -7,7 +7,7 @@ import os
 
 from rlcurr.errors import UserError
 from rlcurr.plan.memory import DEFAULT_PROMPT_TOKENS, estimate_memory
-from rlcurr.plan.placement import check_gpus_fit, default_gpus, plan_placement, start_ray
+from rlcurr.plan.placement import check_gpus_fit, default_gpus, plan_placement, reward_actor_rows, start_ray
 from rlcurr.plan.printing import format_memory, format_placement, plan_to_json
 
 
@@ -26,6 +26,7 @@ def cmd_plan(args) -> None:
     started = start_ray(gpus)
     try:
         placed = plan_placement(cfg)
+        placed.rows += reward_actor_rows(cfg)  # model rewards' actors: outside the placement group
     finally:
         if started:
             ray.shutdown()

@@ -43,6 +43,15 @@ drops its gradients and empties the CUDA cache after each update, `Learner.relea
 before vLLM wakes) and "during the learner step" (the whole learner estimate, vLLM asleep).
 A per-GPU total above the GPU memory (--gpu-memory-gib, default 80) is a warning.
 
+Reward actors (model rewards: `reward_model`, `judge`, rlcurr.rewards.model_rewards), per actor:
+  - weights: the parameter count from the model directory's config.json (`params.path`; with
+    `params.build`, the tiny demonstration model's shape) x the reward's dtype bytes (frozen, no
+    optimizer state); a classifier's head adds num_labels x hidden;
+  - judge: + a KV cache for its share of a step's answers (prompts_per_step x rollout.n /
+    num_actors) at prompt + rollout.max_tokens + the judge's max_tokens, as the HF rollout engine;
+  - + the CUDA context when the actor takes a GPU (num_gpus > 0); count 0 on CPU.
+The judge's rendered template is assumed as long as the prompt + answer (its own text is left out).
+
 Left out: the driver process, eval batches, vLLM's CUDA graphs and activation reserve, memory
 fragmentation, the NCCL buffers, host (CPU) memory, multi-node tensor parallelism, and any
 architecture other than Qwen2 / Llama decoders (MoE, sliding windows are counted as dense).
@@ -267,6 +276,9 @@ def estimate_memory(cfg, *, gpu_memory_gib: float = 80, prompt_tokens: int = DEF
         gpus.append(GpuEstimate(f"learner rank GPU ({learner.strategy})", learner.num_workers, llines))
         for g in gpus:
             g.total_bytes = sum(n for _, n, _ in g.lines)
+    rewards, reward_notes = reward_estimates(cfg, prompt_tokens)  # model rewards' actors
+    gpus += rewards
+    notes += reward_notes
     for g in gpus:
         if g.total_bytes > gpu_bytes:
             hint = micro_batch_hint(cfg, s, llines, gpu_bytes, prompt_tokens)
@@ -277,3 +289,62 @@ def estimate_memory(cfg, *, gpu_memory_gib: float = 80, prompt_tokens: int = DEF
                 g.warnings.append(f"{g.kind}: rollout.gpu_memory_utilization {r.gpu_memory_utilization:g} x "
                                   f"{gpu_memory_gib:g} GiB leaves no room for vLLM's KV cache after the weights")
     return MemoryEstimate(params, trainable, s, gpu_bytes, gpus, notes)
+
+
+def reward_shape(spec) -> tuple[ModelShape | None, str]:
+    """The shape of a model reward's model (None, why not when it cannot be read without building)."""
+    import json
+
+    from rlcurr.plan.shape import TINY_VOCAB_SIZE, shape_from_hf_config
+
+    p = spec.params
+    if p.get("path") is not None:
+        config = Path(str(p["path"])).expanduser() / "config.json"
+        if not config.is_file():
+            return None, f"{spec.name}: {config} not found"
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            return None, f"{spec.name}: {config}: {e}"
+        return shape_from_hf_config(data, str(config)), str(config)
+    if p.get("build"):
+        from rlcurr.rewards.tiny_scorers import build_spec
+
+        b = build_spec(p["build"], spec.name)
+        return ModelShape(hidden_size=b["hidden_size"], num_layers=b["num_layers"],
+                          intermediate_size=b["intermediate_size"], vocab_size=TINY_VOCAB_SIZE,
+                          num_heads=b["num_heads"], num_kv_heads=b["num_heads"],
+                          head_dim=b["hidden_size"] // b["num_heads"], tie_word_embeddings=True, qkv_bias=True,
+                          source="params.build (tiny demonstration model)"), "params.build"
+    return None, f"{spec.name}: no params.path"
+
+
+def reward_estimates(cfg, prompt_tokens: int) -> tuple[list[GpuEstimate], list[str]]:
+    """One GpuEstimate per model reward of the recipe (see the module docstring), and notes."""
+    from rlcurr.plan.placement import MODEL_REWARDS
+
+    out, notes = [], []
+    for spec in cfg.rewards or []:
+        if spec.name not in MODEL_REWARDS:
+            continue
+        p = spec.params
+        s, source = reward_shape(spec)
+        if s is None:
+            notes.append(f"reward actor memory not estimated: {source}")
+            continue
+        b = DTYPE_BYTES.get(str(p.get("dtype", "float32")), 4)
+        actors, gpus = int(p.get("num_actors", 1)), float(p.get("num_gpus", 0))
+        params = count_params(s) + (s.hidden_size * int(p.get("num_labels", 2)) if spec.name == "reward_model" else 0)
+        lines = [("weights", params * b, f"{params / 1e6:.2f}M params x {b} B (frozen; {source})")]
+        if spec.name == "judge":
+            answers = math.ceil(cfg.trainer.prompts_per_step * cfg.rollout.n / actors)
+            tokens = prompt_tokens + cfg.rollout.max_tokens + int(p.get("max_tokens", 8))
+            lines.append(("KV cache", answers * tokens * kv_bytes_per_token(s, b, 1),
+                          f"{answers} judgements decoded in one batch x {tokens} tokens"))
+        if gpus > 0:
+            lines.append(("CUDA context", CUDA_CONTEXT_BYTES, "context and allocator slack"))
+        where = f"{gpus:g} GPU" if gpus > 0 else f"CPU, {float(p.get('num_cpus', 1)):g} cores"
+        g = GpuEstimate(f"reward actor ({spec.name}, {where})", actors if gpus > 0 else 0, lines)
+        g.total_bytes = sum(n for _, n, _ in lines)
+        out.append(g)
+    return out, notes

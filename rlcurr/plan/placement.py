@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from rlcurr.cluster import check_node_resources, connect, node_address
 from rlcurr.errors import UserError
 
 
@@ -52,7 +53,8 @@ def placement_arguments(cfg) -> dict:
     r, res = cfg.rollout, cfg.resources
     return dict(num_rollout=r.num_workers, num_learner=cfg.learner.num_workers, colocate=res.colocate,
                 gpus_per_rollout_worker=res.gpus_per_rollout_worker or r.tensor_parallel_size,
-                gpus_per_learner_worker=res.gpus_per_learner_worker, tensor_parallel_size=r.tensor_parallel_size)
+                gpus_per_learner_worker=res.gpus_per_learner_worker or 1, tensor_parallel_size=r.tensor_parallel_size,
+                rollout_resource=res.rollout_node_resource, learner_resource=res.learner_node_resource)
 
 
 def gpus_needed(cfg) -> int:
@@ -63,8 +65,10 @@ def gpus_needed(cfg) -> int:
 
 
 def asks_for_gpus(cfg) -> bool:
-    """A recipe written for GPUs: it sets a `resources` field (GPUs per worker, colocation)."""
-    return bool(cfg.resources.model_fields_set)
+    """A recipe written for GPUs: it sets a GPU field of `resources` (GPUs per worker, colocation)."""
+    from rlcurr.cluster import gpu_fields_set
+
+    return bool(gpu_fields_set(cfg))
 
 
 def default_gpus(cfg) -> tuple[int | None, str | None]:
@@ -96,7 +100,7 @@ def check_gpus_fit(cfg, cluster_gpus: float, node_gpus: list[float]) -> None:
         field_name = ("resources.gpus_per_rollout_worker" if res.gpus_per_rollout_worker
                       else "rollout.tensor_parallel_size")
         how = (f"rollout.num_workers ({r.num_workers}) x {field_name} ({rollout_gpus}) + learner.num_workers "
-               f"({learner.num_workers}) x resources.gpus_per_learner_worker ({res.gpus_per_learner_worker})")
+               f"({learner.num_workers}) x resources.gpus_per_learner_worker ({res.gpus_per_learner_worker or 1})")
     if needed > cluster_gpus:
         raise UserError(f"the recipe needs {needed:g} GPUs = {how}, the Ray cluster has {cluster_gpus:g}; "
                         f"lower those fields, or plan for a bigger node with --gpus {needed:g}")
@@ -126,23 +130,19 @@ def plan_placement(cfg, ready_timeout_s: float = 60, probe_timeout_s: float = 12
     tp = r.tensor_parallel_size if r.engine == "vllm" else None
     if cluster_gpus:
         check_gpus_fit(cfg, cluster_gpus, node_gpus)
-    try:
-        placed = placement(**placement_arguments(cfg), ready_timeout_s=ready_timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise UserError(f"Ray could not place the recipe's GPUs within {ready_timeout_s:g} s although the cluster "
-                        f"has {cluster_gpus:g}: they are in use, or spread over nodes so a worker does not fit one "
-                        f"(placement group removed)") from None
+    check_node_resources(cfg)  # (GPUs: check_gpus_fit above, or a pretend node from default_gpus)
+    placed = placement(**placement_arguments(cfg), ready_timeout_s=ready_timeout_s)
     rows = [ActorRow(f"rollout worker {i}", "rollout", r.engine, tp, 0, None, 0) for i in range(r.num_workers)]
     rows += [ActorRow(f"learner rank {j}", "learner", learner.strategy, None, 0, None, 0)
              for j in range(learner.num_workers)]
     options = placed.rollout + placed.learner
     bundles: list[dict] = []
+    probe = ray.remote(num_cpus=0)(_probe_resources)
     try:
         if placed.group is not None:
             bundles = [dict(b) for b in placed.group.bundle_specs]
             table = placement_group_table(placed.group)
             to_node = table.get("bundles_to_node_id", {})
-            probe = ray.remote(num_cpus=0)(_probe_resources)
             futures = [probe.options(**opts).remote() for opts in options]
             found = ray.get(futures, timeout=probe_timeout_s)
             for row, opts, (node, gpu_ids) in zip(rows, options, found):
@@ -150,8 +150,13 @@ def plan_placement(cfg, ready_timeout_s: float = 60, probe_timeout_s: float = 12
                 row.bundle = strategy.placement_group_bundle_index
                 row.gpus = opts["num_gpus"]
                 row.cpus = bundles[row.bundle].get("CPU", 0)
-                row.node = to_node.get(row.bundle, node)
+                row.node = node_address(to_node.get(row.bundle, node))
                 row.gpu_ids = gpu_ids
+        else:  # CPU: a role pinned to nodes runs where a probe with its resources runs; else anywhere
+            pinned = [(row, opts) for row, opts in zip(rows, options) if opts]
+            found = ray.get([probe.options(**opts).remote() for _, opts in pinned], timeout=probe_timeout_s)
+            for (row, opts), (node, _) in zip(pinned, found):
+                row.node = f"{node_address(node)} [{next(iter(opts['resources']))}]"
     finally:
         if placed.group is not None:
             remove_placement_group(placed.group)
@@ -173,9 +178,27 @@ def start_ray(gpus: int | None) -> bool:
         if gpus is not None:
             raise UserError(f"--gpus pretends a local Ray node; RAY_ADDRESS={address} plans on that cluster instead "
                             f"(unset RAY_ADDRESS to pretend)")
-        ray.init(address=address, **quiet)
+        connect()  # bounded in time, as `rlcurr train` joins
     else:
         # address="local": a new Ray of our own, never another session's cluster found on this machine
         ray.init(address="local", num_gpus=gpus, num_cpus=os.cpu_count() or 1,
                  object_store_memory=80 * 2**20, **quiet)
     return True
+
+
+MODEL_REWARDS = {"reward_model": "rm", "judge": "judge"}  # rlcurr.rewards.model_rewards' names -> engine column
+
+
+def reward_actor_rows(cfg) -> list[ActorRow]:
+    """One row per reward actor of the recipe's model rewards (`reward_model`, `judge`), from their
+    params, nothing built: role "reward", the actor's own num_gpus / num_cpus. They are not in the
+    placement group (rlcurr.rewards.model_actors), so no bundle, node or GPU ids are known ahead."""
+    rows = []
+    for spec in cfg.rewards or []:
+        if spec.name not in MODEL_REWARDS:
+            continue
+        p = spec.params
+        for i in range(int(p.get("num_actors", 1))):
+            rows.append(ActorRow(f"{spec.name} {i}", "reward", MODEL_REWARDS[spec.name], None,
+                                 float(p.get("num_gpus", 0)), None, float(p.get("num_cpus", 1))))
+    return rows

@@ -23,10 +23,13 @@ def format_placement(p: PlacementPlan) -> list[str]:
         tp = "-" if row.tensor_parallel_size is None else str(row.tensor_parallel_size)
         bundle = "-" if row.bundle is None else str(row.bundle)
         ids = ",".join(row.gpu_ids) if row.gpu_ids else "-"
-        node = (row.node or "-")[:8]
+        node = row.node or ("any node" if p.on_cpu else "-")
         out.append(f"  {row.actor:<18} {row.engine:<7} {tp:>3} {row.gpus:>5g} {bundle:>6} {row.cpus:>4g}  "
                    f"{ids:<7}  {node}")
     out.append(f"  learner: {p.learner_strategy} over {p.learner_ranks} rank(s)")
+    if any(row.role == "reward" for row in p.rows):
+        out.append("  reward actors (model rewards): outside the placement group, each with its params' num_gpus / "
+                   "num_cpus; Ray places them on free resources when the first step is scored")
     if not p.on_cpu:
         shared = " (each GPU shared by a rollout worker and a learner rank, 0.5 each)" if p.colocate else ""
         out.append(f"  GPUs used: {p.gpus_used:g} of {p.cluster_gpus:g} in the cluster, "

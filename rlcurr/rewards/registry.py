@@ -11,7 +11,9 @@ so TRL functions that take ``completions`` first (``think_format_reward(completi
 that a reward must accept ``**kwargs``: every environment column is passed to every function.
 
 A recipe names a reward in one of three ways (and may bind keyword parameters to it with
-``params``, see `resolve_reward`):
+``params``, see `resolve_reward`; a class with a ``reward_from_params`` classmethod, such as the
+model rewards of `rlcurr.rewards.model_rewards`, is constructed with them instead, its instance
+being the reward):
 
 - a registered name: ``exact_match`` (see `registered_names()`; built-ins live in
   `rlcurr.rewards.builtin`, user code can add its own with ``@register("name")``; the name
@@ -73,8 +75,18 @@ def resolve_reward(name: str, params: dict[str, Any] | None = None) -> RewardFn:
         if ":" not in name and "." not in name:
             raise UserError(_unknown_name_message(name))
         fn = _import_object(name)
-        check_signature(fn, name)
+        if not _built_from_params(fn):
+            check_signature(fn, name)
+    if _built_from_params(fn):
+        # A reward class (model rewards, rlcurr.rewards.model_rewards): its instance, constructed with
+        # the params, is the reward function; it checks them itself, now, before any run starts.
+        _check_param_names(fn, params or {}, name)
+        return fn.reward_from_params(dict(params or {}), name)
     return bind_params(fn, params, name)
+
+
+def _built_from_params(fn: Any) -> bool:
+    return inspect.isclass(fn) and callable(getattr(fn, "reward_from_params", None))
 
 
 def bind_params(fn: RewardFn, params: dict[str, Any] | None, name: str) -> RewardFn:
@@ -82,21 +94,24 @@ def bind_params(fn: RewardFn, params: dict[str, Any] | None, name: str) -> Rewar
     named keyword parameter of `fn` other than prompts/completions: **kwargs would swallow a typo."""
     if not params:
         return fn
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        accepted = [p.name for p in sig.parameters.values()
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("prompts", "completions")]
-        unknown = [k for k in params if k not in accepted]
-        if unknown:
-            raise UserError(f"reward {name!r} has no parameter(s) {unknown} (from its params); "
-                            f"its keyword parameters are {accepted}")
+    _check_param_names(fn, params, name)
     bound = functools.partial(fn, **params)
     bound.__name__ = reward_label(fn)  # type: ignore[attr-defined]
     bound.__module__ = getattr(fn, "__module__", None)  # type: ignore[attr-defined]
     return bound
+
+
+def _check_param_names(fn: Any, params: dict[str, Any], name: str) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    accepted = [p.name for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("prompts", "completions")]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise UserError(f"reward {name!r} has no parameter(s) {unknown} (from its params); "
+                        f"its keyword parameters are {accepted}")
 
 
 def check_signature(fn: Any, name: str) -> None:
@@ -159,6 +174,7 @@ def reward_label(fn: RewardFn) -> str:
 def _load_builtins() -> None:
     # On first use rather than at import: the built-ins pull in math-verify and reasoning-gym lazily.
     import rlcurr.rewards.builtin  # noqa: F401
+    import rlcurr.rewards.model_rewards  # noqa: F401  (reward_model, judge; torch/ray load on first call)
 
 
 def _unknown_name_message(name: str) -> str:

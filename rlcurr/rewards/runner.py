@@ -11,10 +11,16 @@ applicable", or it failed under ``on_error: none``) counts as 0. `RewardScores.f
 samples where some function failed (`errors` / `timeouts`: raised / timed out), so the trainer
 drops them rather than train on a 0.
 
+Where a call runs (`_batches` / `_run`, the one place that decides): with ``reward.workers: 0`` (default) in a
+daemon thread of the driver, abandoned after ``timeout_s`` -- a hung function cannot block
+training or interpreter exit, but the abandoned thread keeps running in the background (Python
+cannot kill threads). With ``reward.workers: N`` in N Ray actors (`rlcurr.rewards.workers`), each
+scoring a contiguous share of the batch at once; a call past ``timeout_s`` kills its actor, which
+is replaced, and a worker that dies is replaced and its call retried. Each share is then "a batch"
+below: it times out, or is re-run one sample at a time, on its own. Model rewards
+(rlcurr.rewards.model_rewards) run their own actors and are called from a driver thread either way.
+
 Failures (`RewardConfig`):
-- every call runs in a daemon thread and is abandoned after ``timeout_s`` -- a hung function
-  cannot block training or interpreter exit (the abandoned thread keeps running in the
-  background; Python cannot kill threads);
 - ``on_error: raise`` (default): a function that raises or times out stops training with a
   UserError naming the function, the sample index (found by re-running the batch one sample at
   a time; for a timeout, the batch) and the error;
@@ -28,19 +34,17 @@ Failures (`RewardConfig`):
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import numbers
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rlcurr.config import RewardConfig, RewardSpec
 from rlcurr.errors import UserError
 from rlcurr.rewards.registry import RewardFn, completion_format, required_columns, resolve_reward
+from rlcurr.rewards.workers import CallTimeout, RewardRef, RewardWorkerPool, describe, invoke, shares
 from rlcurr.types import Prompt
 
 RESERVED = ("prompts", "completions")
@@ -57,10 +61,6 @@ class RewardScores:
     timeouts: list[bool] = field(default_factory=list)  # some function timed out on the sample
 
 
-class _Timeout(Exception):
-    pass
-
-
 @dataclass
 class _Reward:
     name: str  # as written in the recipe
@@ -68,12 +68,16 @@ class _Reward:
     fn: RewardFn
     fmt: str  # "text" | "messages"
     needs: list[str]  # columns it requires
+    key: str = ""  # how the worker pool's workers name it; "" = it runs in a driver thread
 
 
 class RewardRunner:
-    def __init__(self, specs: Sequence[RewardSpec], cfg: RewardConfig = RewardConfig(), *, conversational: bool = False):
+    def __init__(self, specs: Sequence[RewardSpec], cfg: RewardConfig = RewardConfig(), *, conversational: bool = False,
+                 pool: RewardWorkerPool | None = None, log: Callable[[str], None] = print):
         """`conversational`: pass True when prompts go through a chat template (see
-        `rlcurr.prompting.has_chat_template`); unannotated functions then get TRL message lists."""
+        `rlcurr.prompting.has_chat_template`); unannotated functions then get TRL message lists.
+        `pool`: another runner's worker pool to share (its `pool`); by default a runner with
+        ``cfg.workers > 0`` makes its own, started at the first `score` (or `start`)."""
         if not specs:
             raise UserError("no reward functions configured")
         names = [s.name for s in specs]
@@ -85,10 +89,27 @@ class RewardRunner:
         for s in specs:
             fn = resolve_reward(s.name, s.params)
             self.rewards.append(_Reward(s.name, s.weight, fn, completion_format(fn, conversational), required_columns(fn)))
+        if pool is None and cfg.workers > 0:
+            pool = RewardWorkerPool(cfg.workers, cpus=cfg.worker_cpus, max_restarts=cfg.max_restarts, log=log)
+        self.pool = pool
+        for r, s in zip(self.rewards, specs):
+            if pool is not None and not _runs_own_actors(r.fn):
+                r.key = pool.add(RewardRef.of(s.name, s.params))
 
     @property
     def names(self) -> list[str]:
         return [r.name for r in self.rewards]
+
+    def start(self) -> None:
+        """Start the reward workers now (after ray.init) rather than at the first `score`."""
+        if self.pool is not None:
+            self.pool.start()
+
+    def close(self) -> None:
+        """Stop the reward workers (a runner sharing the pool loses them too); a later `score`
+        starts new ones."""
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def score(self, prompts: Sequence[Any], completions: Sequence[str], columns: dict[str, Sequence[Any]]) -> RewardScores:
         n = len(completions)
@@ -112,60 +133,83 @@ class RewardRunner:
                 f"reward {r.name!r} needs column(s) {missing}, which this environment does not provide; "
                 f"available columns: {sorted(cols)}"
             )
-        try:
-            return self._call_checked(r, prompts, completions, cols, self.cfg.timeout_s)
-        except _Timeout:
-            if self.cfg.on_error == "raise":
-                raise UserError(
-                    f"reward {r.name!r} timed out after {self.cfg.timeout_s:g} s on a batch of {len(completions)} "
-                    "samples (raise reward.timeout_s, or set reward.on_error=none to score them None)"
-                ) from None
-            scores.num_timeouts += len(completions)
-            scores.failed[:] = [True] * len(completions)
-            scores.timeouts[:] = [True] * len(completions)
-            return [None] * len(completions)
-        except UserError:
-            raise
-        except Exception as batch_error:
-            return self._isolate(r, prompts, completions, cols, scores, batch_error)
+        n = len(completions)
+        batches = self._batches(r, n)
+        outcomes = self._run(r, batches, prompts, completions, cols, self.cfg.timeout_s)
+        part: list[float | None] = [None] * n
+        deadline = None  # one timeout_s for re-running every batch that raised, as for one batch
+        for (w, rows), out in zip(batches, outcomes):
+            if isinstance(out, CallTimeout):
+                if self.cfg.on_error == "raise":
+                    raise UserError(
+                        f"reward {r.name!r} timed out after {self.cfg.timeout_s:g} s on {_batch(rows, n)} "
+                        "(raise reward.timeout_s, or set reward.on_error=none to score them None)")
+                scores.num_timeouts += len(rows)
+                for i in rows:
+                    scores.failed[i] = scores.timeouts[i] = True
+            elif isinstance(out, UserError):
+                raise out
+            elif isinstance(out, BaseException):
+                deadline = deadline or time.monotonic() + self.cfg.timeout_s
+                part[rows.start : rows.stop] = self._isolate(r, w, rows, n, prompts, completions, cols, scores, out, deadline)
+            else:
+                part[rows.start : rows.stop] = out
+        return part
 
-    def _isolate(self, r, prompts, completions, cols, scores, batch_error) -> list[float | None]:
-        """Re-run one sample at a time to find (raise) or skip (none) the failing samples."""
-        deadline = time.monotonic() + self.cfg.timeout_s
+    def _isolate(self, r, w, rows, n, prompts, completions, cols, scores, batch_error, deadline) -> list[float | None]:
+        """Re-run the samples `rows` one at a time (on worker `w`) to find (raise) or skip (none)
+        the failing samples, until `deadline`."""
         part: list[float | None] = []
-        for i in range(len(completions)):
-            one = {k: v[i : i + 1] for k, v in cols.items()}
-            try:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _Timeout()
-                part.append(self._call_checked(r, prompts[i : i + 1], completions[i : i + 1], one, left)[0])
-                continue
-            except UserError:
-                raise
-            except _Timeout:
+        for i in rows:
+            left = deadline - time.monotonic()
+            out = self._run(r, [(w, range(i, i + 1))], prompts, completions, cols, left)[0] if left > 0 else CallTimeout()
+            if isinstance(out, UserError):
+                raise out
+            if isinstance(out, CallTimeout):
                 if self.cfg.on_error == "raise":
                     break  # report the batch error below: the batch failed before any timeout
                 scores.num_timeouts += 1
                 scores.timeouts[i] = True
-            except Exception as e:
+            elif isinstance(out, BaseException):
                 if self.cfg.on_error == "raise":
-                    raise UserError(f"reward {r.name!r} failed on sample {i}: {_describe(e)}") from None
+                    raise UserError(f"reward {r.name!r} failed on sample {i}: {describe(out)}")
                 scores.num_errors += 1
                 scores.errors[i] = True
+            else:
+                part.append(out[0])
+                continue
             part.append(None)
             scores.failed[i] = True
         if self.cfg.on_error == "raise":
             # No single sample fails alone (or the search ran out of time): report the batch.
-            raise UserError(f"reward {r.name!r} failed on a batch of {len(completions)} samples: {_describe(batch_error)}")
+            raise UserError(f"reward {r.name!r} failed on {_batch(rows, n)}: {describe(batch_error)}")
         return part
 
-    def _call_checked(self, r: _Reward, prompts, completions, cols, timeout: float) -> list[float | None]:
-        kwargs = dict(cols)
-        kwargs["prompts"] = _as_messages(prompts, "user") if r.fmt == "messages" else prompts
-        kwargs["completions"] = _as_messages(completions, "assistant") if r.fmt == "messages" else completions
-        result = _call_with_timeout(r.fn, kwargs, timeout)
-        return _validate(result, len(completions), r.name)
+    # ------------------------------------------------------------ where calls run: thread or worker
+
+    def _batches(self, r: _Reward, n: int) -> list[tuple[int, range]]:
+        """How `r` splits n samples: ``(worker, rows)`` per call. In a thread (no pool, or a model
+        reward) the whole batch; in the pool one contiguous share per worker."""
+        return [(w, s) for w, s in enumerate(shares(n, self.pool.size)) if s] if r.key else [(0, range(n))]
+
+    def _run(self, r: _Reward, batches: list[tuple[int, range]], prompts, completions, cols, timeout: float) -> list:
+        """Call `r` on each batch ``(worker, rows)``, in a driver thread or on the pool's worker
+        (`_batches` says which). Per batch: its values (checked: a wrong result raises a
+        UserError), `CallTimeout`, or the exception it raised."""
+        calls = []
+        for _, rows in batches:
+            kwargs = {k: v[rows.start : rows.stop] for k, v in cols.items()}
+            kwargs["prompts"], kwargs["completions"] = prompts[rows.start : rows.stop], completions[rows.start : rows.stop]
+            if r.fmt == "messages":
+                kwargs["prompts"] = _as_messages(kwargs["prompts"], "user")
+                kwargs["completions"] = _as_messages(kwargs["completions"], "assistant")
+            calls.append(kwargs)
+        if not r.key:
+            outcomes = [_call_in_thread(r.fn, kwargs, timeout) for kwargs in calls]
+        else:
+            outcomes = self.pool.run([(w, r.key, kwargs) for (w, _), kwargs in zip(batches, calls)], timeout)
+        return [out if isinstance(out, BaseException) else _validate(out, len(rows), r.name)
+                for out, (_, rows) in zip(outcomes, batches)]
 
     # ------------------------------------------------------------ inputs
 
@@ -204,15 +248,23 @@ def _as_messages(items: list, role: str) -> list:
     return [[{"role": role, "content": x}] if isinstance(x, str) else x for x in items]
 
 
-def _call_with_timeout(fn: RewardFn, kwargs: dict, timeout: float) -> Any:
+def _runs_own_actors(fn: RewardFn) -> bool:
+    """A reward its class builds from the params (`reward_from_params`: the model rewards of
+    rlcurr.rewards.model_rewards) runs its own actors; it is called from the driver, not a worker."""
+    return callable(getattr(type(fn), "reward_from_params", None))
+
+
+def _batch(rows: range, n: int) -> str:
+    return f"a batch of {n} samples" if len(rows) == n else f"samples {rows.start}-{rows.stop - 1} of a batch of {n}"
+
+
+def _call_in_thread(fn: RewardFn, kwargs: dict, timeout: float) -> Any:
+    """`fn(**kwargs)` in a daemon thread: its result, `CallTimeout`, or the exception it raised."""
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            out = fn(**kwargs)
-            if inspect.isawaitable(out):
-                out = asyncio.run(_await(out))  # a fresh event loop in this thread
-            box["out"] = out
+            box["out"] = invoke(fn, kwargs)
         except BaseException as e:  # noqa: BLE001 - handed to the calling thread
             box["err"] = e
 
@@ -222,14 +274,10 @@ def _call_with_timeout(fn: RewardFn, kwargs: dict, timeout: float) -> Any:
     t.start()
     t.join(timeout)
     if t.is_alive():
-        raise _Timeout()
-    if "err" in box:
-        raise box["err"]
-    return box["out"]
-
-
-async def _await(awaitable):
-    return await awaitable
+        return CallTimeout()
+    if "err" in box and not isinstance(box["err"], Exception):
+        raise box["err"]  # KeyboardInterrupt, SystemExit: the run's, as before
+    return box.get("err", box.get("out"))
 
 
 def _validate(result: Any, n: int, name: str) -> list[float | None]:
@@ -249,9 +297,3 @@ def _validate(result: Any, n: int, name: str) -> list[float | None]:
         else:
             raise UserError(f"reward {name!r} returned {type(v).__name__} {v!r} at index {i}; expected a float or None")
     return out
-
-
-def _describe(e: BaseException) -> str:
-    where = traceback.extract_tb(e.__traceback__)
-    loc = f" (at {where[-1].filename}:{where[-1].lineno})" if where else ""
-    return f"{type(e).__name__}: {e}{loc}"

@@ -35,16 +35,21 @@ to leave the learner room while vLLM is awake (e.g. 0.4). Left out: multi-node t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError
 
+from rlcurr.actors import first_line, replace_actor
+from rlcurr.cluster import describe_missing, role_options
 from rlcurr.errors import UserError
 from rlcurr.learner.dataparallel import split_even
 from rlcurr.types import Completion, GenRequest
+
+
+class PlacementTimeout(UserError):
+    """The cluster did not hold the recipe's placement group in time."""
 
 
 class RolloutWorkerFailure(RuntimeError):
@@ -53,11 +58,14 @@ class RolloutWorkerFailure(RuntimeError):
 
 class RolloutPool:
     def __init__(self, make_worker: Callable[[int], Any], num_workers: int, *, max_restarts: int = 3,
-                 colocate: bool = False, log: Callable[[str], None] = print):
-        """`make_worker(i)` starts the i-th RolloutWorker actor (and again for its replacements)."""
+                 colocate: bool = False, log: Callable[[str], None] = print, start_timeout_s: float | None = None):
+        """`make_worker(i)` starts the i-th RolloutWorker actor (and again for its replacements).
+        `start_timeout_s`: how long a (replacement) worker may take to be placed and start, e.g.
+        while no live node has the resources it asks for (None: no limit)."""
         self.make_worker, self.max_restarts, self.colocate, self.log = make_worker, max_restarts, colocate, log
+        self.start_timeout_s = start_timeout_s
         self.workers = [make_worker(i) for i in range(num_workers)]
-        ray.get([w.ping.remote() for w in self.workers])
+        self._started(self.workers, "the rollout workers")
         self.weights: ray.ObjectRef | None = None  # the last synced weights, for replacements
         self.latest_weights: Callable[[], ray.ObjectRef] | None = None  # else how to get them (direct sync)
         self.load_warned = False
@@ -171,31 +179,46 @@ class RolloutPool:
                 try:
                     results[i] = ray.get(futures[i])
                 except RayActorError as err:
-                    restarts += 1
-                    if restarts > self.max_restarts:
-                        raise RolloutWorkerFailure(
-                            f"rollout workers died {restarts} times in one call (rollout.max_restarts="
-                            f"{self.max_restarts}); last error: {err}") from err
-                    self._replace(i, err)
+                    while True:  # a replacement that dies while starting (placed on a node being lost) counts too
+                        restarts += 1
+                        if restarts > self.max_restarts:
+                            raise RolloutWorkerFailure(
+                                f"rollout workers died {restarts} times in one call (rollout.max_restarts="
+                                f"{self.max_restarts}); last error: {err}") from err
+                        try:
+                            self._replace(i, err)
+                            break
+                        except RayActorError as again:
+                            err = again
                     futures[i] = submit(i)
         return [results[i] for i in futures]
 
+    def _started(self, workers: list, what: str) -> None:
+        """Wait for `workers` to answer; RolloutWorkerFailure after start_timeout_s (e.g. the only
+        node with the resource they ask for was lost)."""
+        try:
+            ray.get([w.ping.remote() for w in workers], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            for w in workers:
+                ray.kill(w)
+            raise RolloutWorkerFailure(f"{what} did not start within {self.start_timeout_s:g} s "
+                                       f"(resources.placement_timeout_s): no live node has room for them, or the "
+                                       f"node resource they ask for (resources.rollout_node_resource)") from None
+
     def _replace(self, i: int, err: Exception) -> None:
-        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        self.log(f"warning: rollout worker {i} died ({why}); starting a replacement and retrying its call")
-        ray.kill(self.workers[i])  # if it is only unreachable, make sure it cannot come back
-        t0 = time.perf_counter()
-        worker = self.make_worker(i)
-        ray.get(worker.ping.remote())
-        weights = self.weights if self.weights is not None else (
-            self.latest_weights() if self.latest_weights is not None else None)
-        if weights is not None:
-            self._load_note(ray.get(worker.load_weights.remote(weights)))
-        if self.asleep:
-            ray.get(worker.sleep.remote())
-        self.workers[i] = worker
+        def start():  # a new worker with the latest weights, asleep if the pool is
+            worker = self.make_worker(i)
+            self._started([worker], f"a replacement for rollout worker {i}")
+            weights = self.weights if self.weights is not None else (
+                self.latest_weights() if self.latest_weights is not None else None)
+            if weights is not None:
+                self._load_note(ray.get(worker.load_weights.remote(weights)))
+            if self.asleep:
+                ray.get(worker.sleep.remote())
+            return worker
+
+        self.workers[i] = replace_actor(f"rollout worker {i}", self.workers[i], f"died ({first_line(err)})", start, self.log)
         self.restarts += 1
-        self.log(f"rollout worker {i} replaced in {time.perf_counter() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------- placement
@@ -211,46 +234,60 @@ class Placement:
 
 
 def placement_bundles(num_rollout: int, num_learner: int, *, gpus_per_rollout_worker: int,
-                      gpus_per_learner_worker: int, colocate: bool, tensor_parallel_size: int) -> dict:
+                      gpus_per_learner_worker: int, colocate: bool, tensor_parallel_size: int,
+                      rollout_resource: str | None = None, learner_resource: str | None = None) -> dict:
     """The placement group `placement` asks for on a GPU cluster, without creating it: `bundles`
-    (one {"GPU": n} per bundle), the bundle index of each rollout and learner worker, and the GPUs
-    each takes (fractional when colocated). `rlcurr plan` counts GPUs from it before asking Ray."""
+    (one {"GPU": n} per bundle, plus a share of the role's node resource when the recipe pins the
+    role to nodes: rlcurr.cluster), the bundle index of each rollout and learner worker, and the
+    GPUs each takes (fractional when colocated). `rlcurr plan` counts GPUs from it before asking Ray."""
     if colocate:
         if tensor_parallel_size != 1 or num_learner > num_rollout:
             raise UserError("resources.colocate supports rollout.tensor_parallel_size=1 and at most one "
                             "learner worker per rollout worker")
-        return {"bundles": [{"GPU": 1} for _ in range(num_rollout)],
+        if rollout_resource != learner_resource:
+            raise UserError("resources.colocate shares each GPU between a rollout worker and a learner rank: "
+                            "resources.rollout_node_resource and learner_node_resource must be the same")
+        shared = role_options(rollout_resource).get("resources", {})
+        return {"bundles": [{"GPU": 1, **shared} for _ in range(num_rollout)],
                 "rollout_bundle": list(range(num_rollout)), "learner_bundle": list(range(num_learner)),
                 "rollout_gpus": 0.5, "learner_gpus": 0.5}
-    return {"bundles": ([{"GPU": gpus_per_rollout_worker} for _ in range(num_rollout)]
-                        + [{"GPU": gpus_per_learner_worker} for _ in range(num_learner)]),
+    rollout_label = role_options(rollout_resource).get("resources", {})
+    learner_label = role_options(learner_resource).get("resources", {})
+    return {"bundles": ([{"GPU": gpus_per_rollout_worker, **rollout_label} for _ in range(num_rollout)]
+                        + [{"GPU": gpus_per_learner_worker, **learner_label} for _ in range(num_learner)]),
             "rollout_bundle": list(range(num_rollout)),
             "learner_bundle": list(range(num_rollout, num_rollout + num_learner)),
             "rollout_gpus": gpus_per_rollout_worker, "learner_gpus": gpus_per_learner_worker}
 
 
 def placement(num_rollout: int, num_learner: int, *, gpus_per_rollout_worker: int, gpus_per_learner_worker: int,
-              colocate: bool, tensor_parallel_size: int, ready_timeout_s: float = 600) -> Placement:
-    """Decide where actors go; call after `ray.init`. No GPUs in the cluster: no placement group.
-    A group not ready within `ready_timeout_s` is removed (so it cannot grab GPUs later) and Ray's
-    GetTimeoutError raised."""
+              colocate: bool, tensor_parallel_size: int, rollout_resource: str | None = None,
+              learner_resource: str | None = None, ready_timeout_s: float = 600) -> Placement:
+    """Decide where actors go; call after `ray.init`. No GPUs in the cluster: no placement group,
+    only the roles' node resources (rlcurr.cluster.role_options). A group not ready within
+    `ready_timeout_s` is removed (so it cannot grab GPUs later) and `PlacementTimeout` raised,
+    naming what the group asked for and what the cluster has free."""
     if ray.cluster_resources().get("GPU", 0) == 0:
         if colocate:
             raise UserError("resources.colocate needs GPUs: vLLM's sleep mode (which frees the rollout "
                             "engine's memory during the learner step) is CUDA-only")
-        return Placement([{} for _ in range(num_rollout)], [{} for _ in range(num_learner)])
+        return Placement([role_options(rollout_resource) for _ in range(num_rollout)],
+                         [role_options(learner_resource) for _ in range(num_learner)])
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     plan = placement_bundles(num_rollout, num_learner, gpus_per_rollout_worker=gpus_per_rollout_worker,
                              gpus_per_learner_worker=gpus_per_learner_worker, colocate=colocate,
-                             tensor_parallel_size=tensor_parallel_size)
+                             tensor_parallel_size=tensor_parallel_size, rollout_resource=rollout_resource,
+                             learner_resource=learner_resource)
     group = placement_group(plan["bundles"], strategy="PACK")
     try:
         ray.get(group.ready(), timeout=ready_timeout_s)  # fails loudly when the cluster cannot hold the bundles
     except ray.exceptions.GetTimeoutError:
         remove_placement_group(group)
-        raise
+        raise PlacementTimeout(f"Ray could not place the rollout and learner workers within {ready_timeout_s:g} s "
+                               f"(resources.placement_timeout_s): asked for {describe_missing(plan['bundles'])}, "
+                               f"in {len(plan['bundles'])} bundles; placement group removed") from None
 
     def options(bundle: int, gpus: float) -> dict:
         return {"num_gpus": gpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
