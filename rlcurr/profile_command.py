@@ -178,6 +178,7 @@ def cmd_profile(args) -> int:
     total = sum(len(ps) for ps in pools.values())
     t0 = time.perf_counter()
     try:
+        trainer.join_cluster(owner=out)
         trainer.place_actors()
         trainer.start_rollout_pool(transfer=None, threads=None)  # no learner: no weight transfer to set up
         with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),

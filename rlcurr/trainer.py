@@ -175,12 +175,14 @@ class Trainer:
             self.sync()
         return first
 
-    def join_cluster(self) -> None:
+    def join_cluster(self, owner: Path | None = None) -> None:
         """Start or join Ray (rlcurr.cluster: bounded in time), check that the cluster has what the
-        recipe asks for, and kill actors an earlier driver of this run left behind."""
+        recipe asks for, and kill actors an earlier driver of this run left behind. `owner`: the
+        directory the actors are named after (default the run directory; `rlcurr profile` gives
+        its own, so that it never touches a training run's actors)."""
         connect()
         check_cluster(self.cfg, self.log)
-        self.actor_names = ActorNames(run_key(self.cfg.name, self.run_dir))
+        self.actor_names = ActorNames(run_key(self.cfg.name, owner or self.run_dir))
         if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not self.run_dir.is_absolute():
             self.log(f"warning: running as a Ray job with a relative trainer.output_dir: the run directory is "
                      f"{self.run_dir.resolve()}, inside the job's working directory, which Ray may delete; give an "

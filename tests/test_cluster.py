@@ -221,10 +221,15 @@ def test_ray_job_submit_runs_a_recipe(cluster, tmp_path):
     (work / "recipe.yaml").write_text((REPO / "recipes" / "quickstart.yaml").read_text())
     run_dir = tmp_path / "run"
     ray = [str(Path(sys.executable).parent / "ray"), "job"]
-    submit = subprocess.run(
-        [*ray, "submit", "--address", dashboard, "--working-dir", str(work), "--", sys.executable, "-m", "rlcurr.cli",
-         "train", "recipe.yaml", *QUICK[1:], "trainer.steps=4", *PINNED, f"trainer.output_dir={run_dir}"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300, cwd=REPO)
+    for _ in range(30):  # the job agents of a node start after the node; the job server says so
+        submit = subprocess.run(
+            [*ray, "submit", "--address", dashboard, "--working-dir", str(work), "--", sys.executable, "-m",
+             "rlcurr.cli", "train", "recipe.yaml", *QUICK[1:], "trainer.steps=4", *PINNED,
+             f"trainer.output_dir={run_dir}"],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300, cwd=REPO)
+        if "No available agent to submit job" not in submit.stderr:
+            break
+        time.sleep(2)
     assert submit.returncode == 0 and "succeeded" in submit.stdout + submit.stderr, submit.stdout + submit.stderr
     job_id = re.search(r"(raysubmit_\w+)", submit.stdout + submit.stderr).group(1)
     logs = subprocess.run([*ray, "logs", "--address", dashboard, job_id], capture_output=True, text=True, timeout=60)
