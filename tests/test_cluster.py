@@ -41,6 +41,9 @@ def cluster():
     # the head serves the dashboard, where `ray job submit` sends jobs
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
                                                        "dashboard_host": "127.0.0.1", "dashboard_port": _free_port(),
+                                                       # the job agent: not the default port, which the
+                                                       # session's own local Ray (tests/conftest.py) holds
+                                                       "dashboard_agent_listen_port": _free_port(),
                                                        "_system_config": FAST_HEALTH})
     nodes = {"rollout": [c.add_node(num_cpus=1, resources={"rollout_node": 1}) for _ in range(2)],
              "learner": [c.add_node(num_cpus=1, resources={"learner_node": 1, tag: 1}) for tag in ("ddp_a", "ddp_b")]}

@@ -64,6 +64,8 @@ from typing import Callable
 import ray
 import torch
 
+from rlcurr.actors import first_line
+
 PATHS = ("nccl", "ipc", "gloo", "shm", "object_store")
 TRANSFER_BACKENDS = ("nccl", "ipc", "gloo")
 OVERRIDE_ENV = "RLCURR_WEIGHT_SYNC"
@@ -212,7 +214,7 @@ class WeightSync:
                 self.learner.start_weight_transfer(backend, pool.workers, tensor_parallel_size, pool.engine_dtype())
             except Exception as err:  # noqa: BLE001 - any failure leaves the files / object store
                 self._warn_once("start", f"warning: vLLM weight transfer ({backend}) could not start "
-                                         f"({_first_line(err)}); syncing through files / the object store")
+                                         f"({first_line(err)}); syncing through files / the object store")
                 self._release()
             else:
                 self.backend, self.restarts = backend, pool.restarts
@@ -230,7 +232,7 @@ class WeightSync:
             try:
                 nbytes = self.learner.send_weights()
             except ray.exceptions.RayError as err:
-                self._leave("send", f"the send failed ({_first_line(err)})")
+                self._leave("send", f"the send failed ({first_line(err)})")
             else:
                 # a replacement started before the next sync loads the learner's weights itself
                 self.pool.weights_sent_directly(lambda: self.learner.weights_ref()[0])
@@ -256,14 +258,9 @@ class WeightSync:
             try:
                 stop()
             except Exception as err:  # noqa: BLE001
-                self._warn_once("release", f"warning: releasing vLLM weight transfer failed ({_first_line(err)})")
+                self._warn_once("release", f"warning: releasing vLLM weight transfer failed ({first_line(err)})")
 
     def _warn_once(self, kind: str, line: str) -> None:
         if kind not in self.warned:
             self.warned.add(kind)
             self.log(line)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
