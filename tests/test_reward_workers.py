@@ -146,7 +146,7 @@ def test_hung_call_is_killed_and_the_run_goes_on(ray_session, runners, plugin):
         import ray
 
         ray.get(old_actor.prepare.remote({}), timeout=10)
-    assert threading.active_count() == threads  # nothing left running in the driver
+    assert threading.active_count() <= threads  # nothing left running in the driver (others may end meanwhile)
     assert logs[0] == "warning: reward worker 1 timed out after 1 s; killed it, starting a replacement"
     # isolation: the share that raised is re-run one sample at a time; "trap" alone times out
     old_pid = r.pool.pids[0]
