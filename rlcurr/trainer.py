@@ -157,11 +157,12 @@ class Trainer:
             str(self.model_dir), c.learner, c.algo, c.trainer.steps, dtype=c.model.dtype, lora_cfg=c.model.lora,
             seed=c.seed, actor_options=self.placement.learner, temperature=r.temperature, response_limit=r.max_tokens,
             cpu_threads=learner_threads)
-        self.learner_nodes = [node_address(n) for n in ray.get([w.node_id.remote() for w in self.learner.workers])]
+        learner_node_ids = ray.get([w.node_id.remote() for w in self.learner.workers])
+        self.learner_nodes = [node_address(n) for n in learner_node_ids]
         self.start_rollout_pool(transfer, rollout_threads)
         # Every engine on the learner's node: weights go through one shared-memory file, not Ray's store
         rollout_nodes = self.rollout_pool.node_ids()
-        self.shared_sync = rollout_nodes == {self.learner.node_id()}
+        self.shared_sync = rollout_nodes == {learner_node_ids[0]}  # rank 0 writes the shared file
         self.log(f"placement: learner on {', '.join(sorted(set(self.learner_nodes)))}; rollout workers on "
                  f"{', '.join(sorted(node_address(n) for n in rollout_nodes))}; weights sync through "
                  f"{sync_route(transfer, self.shared_sync)}")

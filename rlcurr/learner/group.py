@@ -123,10 +123,6 @@ class LearnerGroup:
                 dead.append(rank)
         return dead
 
-    def node_id(self) -> str:
-        """The node rank 0 runs on."""
-        return ray.get(self.workers[0].node_id.remote())
-
     def save_checkpoint(self, path: str) -> None:
         self._rank0("save_checkpoint", path)  # DDP: ranks hold identical state; FSDP: rank 0 writes
 
