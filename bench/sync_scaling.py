@@ -29,9 +29,10 @@ exactly the learner's weights (integer checksum over every tensor's bits, and on
 
 Models: random Qwen2-shaped configs (no training): 27M (the speed bench's tiny model, char
 vocabulary), 128M (hidden 768, 12 layers, vocab 32000), 494M (Qwen2-0.5B's shape), written once
-as HF directories under $RLCURR_CACHE/sync_scaling. Note: a tied model's `state_dict()` lists
-the embedding twice (`model.embed_tokens.weight` and `lm_head.weight`), and the learner sends
-both, so the bytes are more than params x dtype size (494M -> 630M values sent).
+as HF directories under $RLCURR_CACHE/sync_scaling. A tied model's `state_dict()` lists the
+embedding twice (`model.embed_tokens.weight` and `lm_head.weight`); the learner sends it once
+since 2026-12-07 (`without_tied_head`). bench/results/sync_scaling.json (d43e872) was measured
+before that, with both sent (494M -> 630M values).
 
 On one machine "across nodes" is loopback: no network, two raylets and two plasma stores on the
 same memory and the same 2 cores. The figures are the software overheads of each path, not a NIC.
@@ -148,7 +149,9 @@ def actor_classes():
             return time.perf_counter() - t0
 
         def check(self) -> tuple[int, list[float]]:
-            named = list(self.engine.model.state_dict().items())
+            from rlcurr.learner.learner import without_tied_head  # what the learner sends
+
+            named = list(without_tied_head(self.engine.model, self.engine.model.state_dict()).items())
             return bits_checksum(named), dict(named)[PROBE][:4].float().tolist()
 
     return BenchLearner, BenchEngine

@@ -27,9 +27,11 @@ def cmd_train(args) -> None:
             from rlcurr.profile import load_profile
 
             load_profile(cfg.curriculum.prompts.prior)
+    from rlcurr.cluster import ray_of_this_call
     from rlcurr.trainer import Trainer  # heavy imports (torch, ray) only once the recipe is valid
 
-    Trainer(cfg).run(resume=bool(args.resume))
+    with ray_of_this_call():
+        Trainer(cfg).run(resume=bool(args.resume))
     print(f"run written to {cfg.run_dir}")
 
 

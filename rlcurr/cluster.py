@@ -48,6 +48,18 @@ def ray_address() -> str | None:
     return os.environ.get("RAY_ADDRESS", "").strip() or None
 
 
+@contextlib.contextmanager
+def ray_of_this_call():
+    """On the way out (error or not), shut down a Ray that the block started (`connect`), never one
+    its caller had running: a command run in-process (tests, benches) leaves no Ray behind."""
+    had = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not had and ray.is_initialized():
+            ray.shutdown()
+
+
 def connect() -> None:
     """Join $RAY_ADDRESS in bounded time (one line naming the address when it fails), or start a
     local Ray. No-op when Ray is already initialised (tests, `rlcurr plan`)."""

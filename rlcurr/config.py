@@ -108,6 +108,9 @@ class RolloutConfig(Section):
     gpu_memory_utilization: float = Field(0.25, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
     max_restarts: int = Field(3, ge=0, description="dead rollout workers replaced per call before the run fails")
+    seed: int | None = Field(None, description="sampling seed of rollout worker 0 (worker i: seed + i); default: "
+                             "the run's seed. Another value draws fresh answers to the same prompts "
+                             "(e.g. a second `rlcurr profile`)")
 
 
 class AlgoConfig(Section):

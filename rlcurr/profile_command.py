@@ -170,24 +170,26 @@ def cmd_profile(args) -> int:
     cfg = load_config(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path(f"{cfg.run_dir}_profile")
     check_output_dir(out, args.overwrite)
+    from rlcurr.cluster import ray_of_this_call
     from rlcurr.trainer import Trainer  # heavy imports (torch, ray) only once the recipe is valid
 
     err = Console(stderr=True)
-    trainer = Trainer(cfg, log=lambda s: err.print(s, markup=False, highlight=False))
-    pools = select_pools(trainer.env, args.prompts)
-    total = sum(len(ps) for ps in pools.values())
-    t0 = time.perf_counter()
-    try:
-        trainer.join_cluster(owner=out)
-        trainer.place_actors()
-        trainer.start_rollout_pool(transfer=None, threads=None)  # no learner: no weight transfer to set up
-        with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
-                      TimeElapsedColumn(), console=err) as bar:
-            task = bar.add_task("profile", total=total)
-            records, tokens, unscored = profile_policy(trainer, pools, args.samples,
-                                                       on_batch=lambda k: bar.advance(task, k))
-    finally:
-        _release(trainer)
+    with ray_of_this_call():
+        trainer = Trainer(cfg, log=lambda s: err.print(s, markup=False, highlight=False))
+        pools = select_pools(trainer.env, args.prompts)
+        total = sum(len(ps) for ps in pools.values())
+        t0 = time.perf_counter()
+        try:
+            trainer.join_cluster(owner=out)
+            trainer.place_actors()
+            trainer.start_rollout_pool(transfer=None, threads=None)  # no learner: no weight transfer to set up
+            with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                          TimeElapsedColumn(), console=err) as bar:
+                task = bar.add_task("profile", total=total)
+                records, tokens, unscored = profile_policy(trainer, pools, args.samples,
+                                                           on_batch=lambda k: bar.advance(task, k))
+        finally:
+            _release(trainer)
     summary = {"kind": KIND, "recipe": cfg.name, "model_dir": str(trainer.model_dir), "samples": args.samples,
                "prompts_per_distribution": args.prompts, "rollout_n": cfg.rollout.n,
                "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
@@ -201,7 +203,7 @@ def cmd_profile(args) -> int:
 
 
 def _release(trainer) -> None:
-    """Stop the rollout workers and free their placement (a Ray this process shares stays up)."""
+    """Stop the rollout workers and free their placement (a Ray the caller had running stays up)."""
     if getattr(trainer, "rollout_pool", None) is not None:
         trainer.rollout_pool.shutdown()
     group = getattr(getattr(trainer, "placement", None), "group", None)

@@ -58,7 +58,7 @@ from rlcurr.learner.prepare import prepare_model
 from rlcurr.logging import RunLogger
 from rlcurr.profile import PRIOR_FILE, filter_pools, load_profile, prior_for
 from rlcurr.prompting import encode_prompt, format_env_prompt, has_chat_template
-from rlcurr.rewards.model_rewards import AgreementMonitor
+from rlcurr.rewards.model_rewards import JUDGE_SAMPLES_FILE, AgreementMonitor
 from rlcurr.rewards.runner import RewardRunner, build_columns, reward_specs
 from rlcurr.rollout.context import rollout_model_len
 from rlcurr.rollout.multiturn import generate_with_tools
@@ -110,7 +110,7 @@ class Trainer:
         self.prior_metrics: dict[str, float] = {}  # profile/* at step -1, with curriculum.prompts.prior
         self.run_dir = cfg.run_dir
         self.ahead: collections.deque[CollectedBatch] = collections.deque()  # collected, not yet trained on
-        self.plan_snapshots: dict[int, dict] = {}  # async: controller state before plan(s), for checkpoints
+        self.plan_snapshots: dict[int, dict] = {}  # async: controller and reward state before plan(s), for checkpoints
         self.version = 0  # the rollout engines' weights: those after this many trainer steps
 
     # ------------------------------------------------------------------ set-up
@@ -219,8 +219,8 @@ class Trainer:
 
         def rollout_worker(i: int):  # also called by the pool to replace a worker that died
             return RolloutWorker.options(**self.placement.rollout[i], **self.actor_names.options("rollout", i)).remote(
-                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=c.seed + i, threads=threads,
-                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
+                r.engine, str(self.model_dir), dtype=c.model.dtype, seed=(c.seed if r.seed is None else r.seed) + i,
+                threads=threads, gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
                 sleep_mode=res.colocate, max_model_len=self.max_model_len, weight_transfer=transfer)
 
         self.rollout_pool = RolloutPool(rollout_worker, r.num_workers, max_restarts=r.max_restarts,
@@ -313,14 +313,18 @@ class Trainer:
         """Checkpoint after step t. Asynchronous: the batches already collected for steps > t are
         not saved (a resume collects them again) and the curriculum is saved as it was before
         step t + 1 was planned, i.e. having observed exactly the batches the learner trained on."""
-        curriculum = self.plan_snapshots.get(t + 1) or self.controller.state_dict()
+        snapshot = self.plan_snapshots.get(t + 1) or self.snapshot()
 
         def write(tmp: Path) -> None:
             self.learner.save_checkpoint(str(tmp))
-            save_state(tmp / STATE_FILE, {"step": t, "curriculum": curriculum, "rng": rng_state(),
+            save_state(tmp / STATE_FILE, {"step": t, **snapshot, "rng": rng_state(),
                                           "rollout_rng": self.rollout_pool.get_rng_state()})
 
         save_checkpoint(self.run_dir, t, write, self.cfg.trainer.keep_checkpoints)
+
+    def snapshot(self) -> dict:
+        """The driver-side state a checkpoint keeps: the curriculum and the rewards' own state."""
+        return {"curriculum": copy.deepcopy(self.controller.state_dict()), "rewards": self.rewards.state_dict()}
 
     def _resume_point(self) -> int:
         skipped: list[str] = []
@@ -334,7 +338,7 @@ class Trainer:
         step = load_state(ckpt / STATE_FILE)["step"]
         if ckpt != checkpoint_dir(self.run_dir, step):
             raise UserError(f"{ckpt / STATE_FILE} says step {step}; the folder's name says otherwise")
-        for name in ("metrics.jsonl", "curriculum.jsonl"):
+        for name in ("metrics.jsonl", "curriculum.jsonl", JUDGE_SAMPLES_FILE):
             truncate_jsonl(self.run_dir / name, step)  # every step appears exactly once
         self.log(f"resuming from {ckpt} (step {step})")
         return step + 1
@@ -352,6 +356,7 @@ class Trainer:
             raise UserError(f"{ckpt / STATE_FILE} is for step {state.get('step')}, expected {step}")
         self.learner.load_checkpoint(str(ckpt))
         self.controller.load_state_dict(state["curriculum"])
+        self.rewards.load_state_dict(state.get("rewards") or {})  # absent in checkpoints written before it was kept
         set_rng_state(state["rng"])
         if state.get("rollout_rng") is not None:
             self.rollout_pool.set_rng_state(state["rollout_rng"])
@@ -412,7 +417,7 @@ class Trainer:
         the rollout engines' current weights; the curriculum observes the groups as step s's and
         its CurriculumRow is taken now (the probabilities after observing them)."""
         if self.cfg.trainer.max_staleness:  # the controller before plan(s): a checkpoint of step s-1 resumes from it
-            self.plan_snapshots[s] = copy.deepcopy(self.controller.state_dict())
+            self.plan_snapshots[s] = self.snapshot()
         # 1 plan, 2 rollout, 3 score (+ advantages), 4 guide, 5 filter: one round, or DAPO refill rounds
         groups, generated, round_stats = self.collect(s, timer)
         self.controller.observe(s, generated)  # 6 observe, once per step: every on-policy group of every

@@ -132,16 +132,18 @@ def test_trainer_restore_loads_the_step_it_is_given(tmp_path):
 
     for s in (2, 5):
         save_checkpoint(tmp_path, s, lambda folder, s=s: save_state(
-            folder / "trainer_state.json", {"step": s, "curriculum": {"s": s}, "rng": {}, "rollout_rng": [[s]]}), keep=3)
+            folder / "trainer_state.json", {"step": s, "curriculum": {"s": s}, "rewards": {"rm": {"s": s}}, "rng": {},
+            "rollout_rng": [[s]]}), keep=3)
     loaded = {}
     stub = SimpleNamespace(
         run_dir=tmp_path, log=lambda *_: None,
         _resume_ckpt=tmp_path / "checkpoints" / "step_5",  # what HEAD's _resume_point left behind
         learner=SimpleNamespace(load_checkpoint=lambda p: loaded.setdefault("learner", p)),
         controller=SimpleNamespace(load_state_dict=lambda sd: loaded.setdefault("curriculum", sd)),
+        rewards=SimpleNamespace(load_state_dict=lambda sd: loaded.setdefault("rewards", sd)),
         rollout_pool=SimpleNamespace(set_rng_state=lambda st: loaded.setdefault("rollout_rng", st)))
     Trainer._restore(stub, 2)
     assert loaded == {"learner": str(tmp_path / "checkpoints" / "step_2"), "curriculum": {"s": 2},
-                      "rollout_rng": [[2]]}
+                      "rewards": {"rm": {"s": 2}}, "rollout_rng": [[2]]}
     with pytest.raises(UserError, match="step_3"):
         Trainer._restore(stub, 3)  # no such checkpoint: a clean error naming it

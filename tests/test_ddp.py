@@ -57,8 +57,8 @@ def _max_weight_diff(after: dict, single: Learner) -> float:
     left out: softmax over keys ignores a shift shared by every key (q.(k+b) = q.k + q.b for all
     keys), so its gradient is 0 up to float noise, which Adam's g/(|g|+eps) scales up to lr-sized
     steps that differ with any change of summation order (packing rows, shared prompts)."""
-    diffs = {n: (after[n] - p).abs().max().item() for n, p in single.model.state_dict().items()
-             if not n.endswith("k_proj.bias")}
+    single_sd = single.model.state_dict()  # also lists the tied lm_head.weight, which is not sent
+    diffs = {n: (w - single_sd[n]).abs().max().item() for n, w in after.items() if not n.endswith("k_proj.bias")}
     return max(diffs.values())
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from rlcurr.config import AlgoConfig, LearnerConfig, TinyModelConfig, build_config
 from rlcurr.errors import UserError
-from rlcurr.learner.learner import Learner
+from rlcurr.learner.learner import Learner, without_tied_head
 from rlcurr.learner.models import build_tiny_model
 from test_ddp import _guided, _samples
 
@@ -29,7 +29,9 @@ FSDP = LearnerConfig(lr=1e-3, num_workers=2, strategy="fsdp")
 
 
 def _max_diff(full: dict, model: torch.nn.Module) -> float:
-    return max((full[n] - p).abs().max().item() for n, p in model.state_dict().items())
+    sd = model.state_dict()
+    assert set(full) == set(sd) - {"lm_head.weight"}  # the tied head is the embedding: not sent
+    return max((w - sd[n]).abs().max().item() for n, w in full.items())
 
 
 @pytest.mark.parametrize("algo,batches", [
@@ -59,10 +61,10 @@ def test_fsdp_ranks_take_the_single_learner_step(ray_session, model_dir, tmp_pat
             for k in m1:  # abs: PPO's whitened advantages make the first policy loss a ~1e-6 cancellation
                 assert m2[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-5), k
         after = dict(group.named_weights())
-        # Full tensors under the HF names, not DTensor shards.
-        assert list(after) == list(single.model.state_dict())
-        assert all(type(v) is torch.Tensor and v.shape == p.shape for (n, v), p in
-                   zip(after.items(), single.model.state_dict().values()))
+        # Full tensors under the HF names, not DTensor shards (less the tied lm_head: the embedding again).
+        sent = without_tied_head(single.model, single.model.state_dict())
+        assert list(after) == list(sent) and "lm_head.weight" not in sent
+        assert all(type(v) is torch.Tensor and v.shape == sent[n].shape for n, v in after.items())
         assert _max_diff(after, single.model) < 1e-5
         assert any(not torch.equal(after[n], before[n]) for n in after)
         a, b = group.parameter_checksums()
@@ -98,7 +100,7 @@ def _resumes_exactly(group, path) -> None:
     group.save_checkpoint(str(path))
     # The HF model dir holds the full weights (lm_head is tied to the embedding, not stored).
     on_disk = load_file(path / "model" / "model.safetensors")
-    assert set(on_disk) == set(saved) - {"lm_head.weight"}
+    assert set(on_disk) == set(saved)
     assert all(torch.equal(on_disk[n], saved[n]) for n in on_disk)
     untimed = lambda m: {k: v for k, v in m.items() if k != "time/learner"}  # noqa: E731
     m_first = untimed(group.train_step(_rewarded(), 5))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlcurr.config import AlgoConfig, LearnerConfig, LoraConfig, TinyModelConfig
-from rlcurr.learner.learner import Learner, merged_lora_state
+from rlcurr.learner.learner import Learner, merged_lora_state, without_tied_head
 from rlcurr.learner.models import build_tiny_model
 
 
@@ -27,11 +27,25 @@ def test_merged_state_equals_peft_merge_and_unload(model_dir, monkeypatch):
     # the model must not be copied on the way (a second model on the GPU, per sync)
     monkeypatch.setattr(copy, "deepcopy", lambda *a, **k: pytest.fail("named_weights deep-copied the model"))
     merged = dict(learner.named_weights())
-    assert list(merged) == list(reference)
+    # the tied lm_head.weight is the embedding again: engines re-tie it, so it is not sent
+    assert list(merged) == [k for k in reference if k != "lm_head.weight"]
     assert max((merged[k] - reference[k]).abs().max().item() for k in merged) < 1e-6
     q = "model.layers.0.self_attn.q_proj.weight"
     base = learner.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
     assert not torch.allclose(merged[q], base)  # the delta is really in
+
+
+def test_a_lora_adapted_tied_head_is_sent():
+    """With an adapter on lm_head the merged head is no longer the embedding: it must be sent."""
+    embed = torch.zeros(3, 2)
+    state = {"model.embed_tokens.weight": embed, "lm_head.weight": embed + 1}
+    model = torch.nn.Module()
+    model.config = type("Config", (), {"tie_word_embeddings": True})()
+    assert list(without_tied_head(model, state)) == ["model.embed_tokens.weight", "lm_head.weight"]
+    state["lm_head.weight"] = embed.clone()  # FSDP gathers separate copies of a tied weight
+    assert list(without_tied_head(model, state)) == ["model.embed_tokens.weight"]
+    model.config.tie_word_embeddings = False
+    assert list(without_tied_head(model, state)) == ["model.embed_tokens.weight", "lm_head.weight"]
 
 
 def test_merged_state_leaves_the_adapters_alone(model_dir):

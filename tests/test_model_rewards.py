@@ -277,19 +277,42 @@ def test_plan_shows_the_reward_actors(models, tmp_path, cli):
     assert "M params x 4 B (frozen;" in r.stdout
 
 
-def test_training_with_a_reward_model_logs_agreement(models, tmp_path, ray_session):
+def test_training_with_a_reward_model_logs_agreement_and_resumes(models, tmp_path, ray_session):
+    """A reward model with normalize: running, a checkpoint after every step: agreement is logged on
+    every step; the checkpoint of step 1 holds the statistics of exactly steps 0-1 (2 steps x 4
+    prompts x 4 answers = 32 scores); resuming from it ends with the uninterrupted run's statistics
+    (48 scores, same mean), and judge samples written after step 1 are cut so each step's lines
+    appear once."""
+    import shutil
+
+    from rlcurr.checkpoint import load_state
     from rlcurr.trainer import Trainer
 
-    cfg = _recipe(tmp_path, [{"name": "reward_model", "params": {"path": str(models["rm2"]), "num_cpus": 0}}])
-    trainer = Trainer(cfg, log=lambda s: None)
-    try:
-        trainer.run()
-    finally:
-        trainer.rm_monitor.close()
-        trainer.rollout_pool.shutdown()
+    rewards = [{"name": "reward_model", "params": {"path": str(models["rm2"]), "num_cpus": 0, "normalize": "running"}}]
+
+    def run(resume: bool) -> dict:
+        trainer = Trainer(_recipe(tmp_path, rewards, save_every=1, keep_checkpoints=3), log=lambda s: None)
+        try:
+            trainer.run(resume=resume)
+        finally:
+            trainer.rm_monitor.close()
+            trainer.rollout_pool.shutdown()
+        return trainer.rewards.state_dict()["reward_model"]["normalizer"]
+
+    whole = run(resume=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("step", -1) >= 0]
     assert len(steps) == 3
     for r in steps:
         assert 0 <= r["reward/rm_agreement"] <= 1 and r["alert/rm_agreement"] in (0.0, 1.0)
         assert r["reward/actor_restarts"] == 0 and "time/reward" in r
+
+    assert whole["count"] == 48
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert load_state(ckpts / "step_1" / "trainer_state.json")["rewards"]["reward_model"]["normalizer"]["count"] == 32
+    shutil.rmtree(ckpts / "step_2")
+    samples = tmp_path / "run" / JUDGE_SAMPLES_FILE
+    samples.write_text("".join(json.dumps({"step": s, "text": "yes"}) + "\n" for s in (0, 1, 2)))
+    resumed = run(resume=True)
+    assert resumed["count"] == 48 and resumed["mean"] == pytest.approx(whole["mean"], abs=1e-6)
+    assert [json.loads(line)["step"] for line in samples.read_text().splitlines()] == [0, 1]

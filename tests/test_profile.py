@@ -197,6 +197,29 @@ def test_profile_writes_the_profile_summary_and_histogram(profiled):
     assert f"the profile cost {PROMPTS * SAMPLES} answers" in out and "Traceback" not in out + err
 
 
+def test_another_rollout_seed_draws_fresh_answers_to_the_same_prompts(profiled, tmp_path):
+    """rollout.seed: the run's seed by default (so stating it repeats the profile exactly); another
+    value samples other answers to the same prompts (two profiles for a persistence check)."""
+    out_dir, _, _ = profiled
+    seed = load_config(QUICKSTART).seed
+
+    def profile(rollout_seed: int) -> tuple[list[dict], int]:
+        out = tmp_path / f"seed{rollout_seed}"
+        code, _, err = _main("profile", str(QUICKSTART), f"trainer.output_dir={out_dir.parent / 'run'}",
+                             f"rollout.seed={rollout_seed}", "--prompts", str(PROMPTS), "--samples", str(SAMPLES),
+                             "--out", str(out))
+        assert code == 0, err[-3000:]
+        rows = [json.loads(line) for line in (out / PROFILE_FILE).read_text().splitlines()]
+        return rows, json.loads((out / SUMMARY_FILE).read_text())["distributions"]["add1"]["tokens"]
+
+    default_rows = [json.loads(line) for line in (out_dir / PROFILE_FILE).read_text().splitlines()]
+    default_tokens = json.loads((out_dir / SUMMARY_FILE).read_text())["distributions"]["add1"]["tokens"]
+    assert profile(seed) == (default_rows, default_tokens)
+    rows, tokens = profile(seed + 1000)
+    assert [r["uid"] for r in rows] == [r["uid"] for r in default_rows]
+    assert (rows, tokens) != (default_rows, default_tokens)
+
+
 def test_profile_refuses_an_existing_directory_unless_overwrite(profiled, tmp_path):
     out_dir, _, _ = profiled
     code, _, err = _main("profile", str(QUICKSTART), "--out", str(out_dir))

@@ -30,11 +30,11 @@ def test_sync_scaling_quick_on_two_nodes(tmp_path):
     assert (cell["size"], cell["dtype"], cell["repeats"]) == ("tiny", "bfloat16", 1)
     # tiny: hidden 64, 2 layers, 4 heads (2 kv, 32 dims), MLP 256, vocab 4096, tied.
     # Per layer: q 64*64+64, k+v 2*(64*32+32), o 64*64, MLP 3*64*256, norms 2*64 = 61,760;
-    # params 4096*64 + 2*61,760 + 64 = 385,600. The learner sends state_dict(), which lists the tied
-    # embedding twice (lm_head.weight): 385,600 + 262,144 = 647,744 values of 2 bytes.
+    # params 4096*64 + 2*61,760 + 64 = 385,600. The tied lm_head.weight (the embedding again) is not
+    # sent (rlcurr.learner.learner.without_tied_head): 385,600 values of 2 bytes.
     assert cell["params"] == 385_600
-    assert cell["paths"]["object_store"]["bytes"] == 2 * 647_744
-    assert 2 * 647_744 <= cell["paths"]["shm"]["bytes"] <= 2 * 647_744 + 64 * cell["tensors"]  # 64-byte aligned
+    assert cell["paths"]["object_store"]["bytes"] == 2 * 385_600
+    assert 2 * 385_600 <= cell["paths"]["shm"]["bytes"] <= 2 * 385_600 + 64 * cell["tensors"]  # 64-byte aligned
     for path in ("shm", "object_store"):
         p = cell["paths"][path]
         for k in ("learner_s", "engine_s", "total_s"):

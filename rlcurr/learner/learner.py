@@ -537,7 +537,7 @@ class Learner:
             state = self.model.state_dict()
         engine = compute_dtype(self.dtype)
         return [(k, v.detach().to("cpu", dtype=engine if v.is_floating_point() else v.dtype, copy=clone))
-                for k, v in state.items()]
+                for k, v in without_tied_head(self.model, state).items()]
 
     def save_checkpoint(self, path: str) -> None:
         """Trainable weights (all, or LoRA adapters), optimizer and RNG, plus an HF model dir
@@ -636,6 +636,20 @@ def _trained(sample: TrainSample, keep: list[float] | None = None) -> torch.Tens
     if keep is not None:
         mask &= torch.tensor(keep) > 0
     return mask
+
+
+def without_tied_head(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` less `lm_head.weight` when the model ties it to `model.embed_tokens.weight`: it is
+    the embedding again (vocab x hidden, 27 % of a 494M model's bytes), and both engines re-tie it
+    (transformers: the head shares the embedding's storage; vLLM: rlcurr.rollout.vllm_engine adds
+    it back from the embedding). Kept when it differs (a LoRA adapter on lm_head, merged)."""
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    head, embed = state.get("lm_head.weight"), state.get("model.embed_tokens.weight")
+    if not tied or head is None or embed is None:
+        return state
+    if head.data_ptr() == embed.data_ptr() or torch.equal(head, embed):  # FSDP gathers separate copies
+        return {k: v for k, v in state.items() if k != "lm_head.weight"}
+    return state
 
 
 def merged_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

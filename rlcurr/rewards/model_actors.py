@@ -1,14 +1,12 @@
 """Reward actors: the Ray shell around `rlcurr.rewards.model_scorers` and the pool that runs them.
 
 `ScorerActor` holds one scorer (a reward model or a judge) and does nothing else. `RewardActorPool`
-is `rlcurr.rollout.pool.RolloutPool` reused for its fault handling, not copied: `score(items)`
-cuts one call's items into contiguous shares, one per actor, runs them at once (`RolloutPool._call`)
-and returns the results in item order; an actor that dies (`RayActorError`: killed, out of memory,
-node lost) is replaced -- a fresh actor loading the same frozen weights -- and its share retried,
-at most `max_restarts` times per call (then `RewardActorFailure`, a one-line error: a crash loop
-is not a per-answer reward failure). Only `_replace` differs from the rollout pool's (both go
-through rlcurr.actors.replace_actor): reward weights never change, so a replacement loads nothing
-more, and the log names a reward actor.
+is an `rlcurr.actors.ActorPool`, as the rollout workers' pool is: `score(items)` cuts one call's
+items into contiguous shares, one per actor, runs them at once and returns the results in item
+order; an actor that dies (`RayActorError`: killed, out of memory, node lost) is replaced -- a
+fresh actor loading the same frozen weights, nothing more, as reward weights never change -- and
+its share retried, at most `max_restarts` times per call (then `RewardActorFailure`, a one-line
+error: a crash loop is not a per-answer reward failure).
 
 Placement: actors take the reward's own `num_cpus` / `num_gpus`; they are not in the trainer's
 placement group (rlcurr.rollout.pool.placement), so on a GPU cluster Ray puts them on GPUs the
@@ -22,10 +20,9 @@ from typing import Any, Callable
 
 import ray
 
-from rlcurr.actors import first_line, replace_actor
+from rlcurr.actors import ActorPool
 from rlcurr.errors import UserError
 from rlcurr.learner.dataparallel import split_even
-from rlcurr.rollout.pool import RolloutPool, RolloutWorkerFailure
 
 
 class RewardActorFailure(UserError):
@@ -55,10 +52,14 @@ def actor_threads(num_cpus: float) -> int:
     return min(threads, int(cap)) if cap.isdigit() and int(cap) >= 1 else threads
 
 
-class RewardActorPool(RolloutPool):
+class RewardActorPool(ActorPool):
+    failure = RewardActorFailure
+
     def __init__(self, kind: str, scorer_kwargs: dict, *, num_actors: int, num_cpus: float, num_gpus: float,
                  max_restarts: int, label: str, log: Callable[[str], None] = print):
         self.label = label
+        self.what, self.group = f"reward actor {label}", f"reward {label!r}'s actors"
+        self.restarts_field = f"reward {label!r} params.max_restarts"
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         threads = actor_threads(num_cpus)
         kwargs = dict(scorer_kwargs)
@@ -71,25 +72,12 @@ class RewardActorPool(RolloutPool):
         super().__init__(make_actor, num_actors, max_restarts=max_restarts, log=log)
 
     def score(self, items: list) -> list:
+        """Contiguous shares of `items`, one per actor, scored at once; results in item order.
+        A replacement loads the same frozen weights: nothing beyond starting it (ActorPool)."""
         shares = split_even(list(items), len(self.workers))
         busy = [i for i, share in enumerate(shares) if share]
-        try:
-            parts = self._call(busy, lambda i: self.workers[i].score.remote(shares[i]))
-        except RolloutWorkerFailure as e:
-            raise RewardActorFailure(f"reward {self.label!r}: its actors died more than max_restarts="
-                                     f"{self.max_restarts} times in one call; last error: "
-                                     f"{str(e.__cause__ or e).strip().splitlines()[0]}") from None
+        parts = self._call(busy, lambda i: self.workers[i].score.remote(shares[i]))
         return [x for part in parts for x in part]
-
-    def _replace(self, i: int, err: Exception) -> None:
-        def start():  # reward weights never change: a fresh actor loads the same directory, nothing more
-            actor = self.make_worker(i)
-            ray.get(actor.ping.remote())
-            return actor
-
-        self.workers[i] = replace_actor(f"reward actor {self.label} {i}", self.workers[i], f"died ({first_line(err)})",
-                                        start, self.log, then="starting a replacement and retrying its share")
-        self.restarts += 1
 
     def pids(self) -> list[Any]:
         return ray.get([w.ping.remote() for w in self.workers])

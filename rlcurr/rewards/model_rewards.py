@@ -40,8 +40,9 @@ judge text, score, correct).
 from a clean checkout with nothing downloaded. It is a demonstration device, not a way to get a
 reward model for real data.
 
-Left out: resuming restores no running-normalisation statistics; judge_samples.jsonl is not cut
-back on --resume; vLLM judges; reward actors inside the trainer's placement group.
+A resumed run (--resume) restores the running-normalisation statistics from the checkpoint and
+cuts judge_samples.jsonl back to its step; the agreement monitor's 10-step baseline starts afresh.
+Left out: vLLM judges; reward actors inside the trainer's placement group.
 """
 
 from __future__ import annotations
@@ -128,6 +129,13 @@ class ModelReward:
     def restarts(self) -> int:
         return self.pool.restarts if self.pool is not None else 0
 
+    # what a checkpoint keeps (RewardModelReward: the running normalisation statistics)
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def close(self) -> None:
         """Kill the actors (a later call starts new ones)."""
         if self.pool is not None:
@@ -172,6 +180,13 @@ class RewardModelReward(ModelReward):
         with self._lock:
             raw = self.run([(_prompt_text(p), c) for p, c in zip(prompts, completions)])
             return self.normalizer(raw)
+
+    def state_dict(self) -> dict:
+        return {"normalizer": self.normalizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "normalizer" in state:
+            self.normalizer.load_state_dict(state["normalizer"])
 
 
 @register("judge")

@@ -209,7 +209,9 @@ def check_normalize(normalize: Any, reward: str) -> Any:
 class Normalizer:
     """none: as is. fixed {shift, scale}: (s - shift) / scale. running: (s - mean) / std over every
     score seen so far, this call's included (Welford; population std; std 1 while it is 0, i.e. for
-    a first call of one score). The running statistics live on the driver and are not checkpointed."""
+    a first call of one score). The running statistics live on the driver and are checkpointed with
+    the run (Trainer.save: `rewards` in the checkpoint's state), so a resumed run normalises as the
+    uninterrupted one did."""
 
     def __init__(self, spec: Any):
         self.spec = spec
@@ -231,6 +233,9 @@ class Normalizer:
 
     def state_dict(self) -> dict:
         return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
 # ---------------------------------------------------------------- the scorers

@@ -105,6 +105,16 @@ class RewardRunner:
         if self.pool is not None:
             self.pool.start()
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the rewards: each driver-side reward's own state (a reward
+        model's running normalisation); plain functions have none."""
+        return {r.name: r.fn.state_dict() for r in self.rewards if _runs_own_actors(r.fn)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for r in self.rewards:
+            if r.name in state and _runs_own_actors(r.fn):
+                r.fn.load_state_dict(state[r.name])
+
     def close(self) -> None:
         """Stop the reward workers (a runner sharing the pool loses them too); a later `score`
         starts new ones."""

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError
 
-from rlcurr.actors import first_line, replace_actor
+from rlcurr.actors import ActorPool
 from rlcurr.cluster import describe_missing, role_options
 from rlcurr.errors import UserError
 from rlcurr.learner.dataparallel import split_even
@@ -56,20 +56,21 @@ class RolloutWorkerFailure(RuntimeError):
     """Rollout workers kept dying: more restarts than allowed within one call."""
 
 
-class RolloutPool:
+class RolloutPool(ActorPool):
+    what, group, failure = "rollout worker", "the rollout workers", RolloutWorkerFailure
+    restarts_field = "rollout.max_restarts"
+    start_hint = (": no live node has room for them, or the node resource they ask for "
+                  "(resources.rollout_node_resource); resources.placement_timeout_s sets the wait")
+
     def __init__(self, make_worker: Callable[[int], Any], num_workers: int, *, max_restarts: int = 3,
                  colocate: bool = False, log: Callable[[str], None] = print, start_timeout_s: float | None = None):
-        """`make_worker(i)` starts the i-th RolloutWorker actor (and again for its replacements).
-        `start_timeout_s`: how long a (replacement) worker may take to be placed and start, e.g.
-        while no live node has the resources it asks for (None: no limit)."""
-        self.make_worker, self.max_restarts, self.colocate, self.log = make_worker, max_restarts, colocate, log
-        self.start_timeout_s = start_timeout_s
-        self.workers = [make_worker(i) for i in range(num_workers)]
-        self._started(self.workers, "the rollout workers")
+        """`make_worker(i)` starts the i-th RolloutWorker actor (and again for its replacements);
+        `start_timeout_s`: see ActorPool."""
+        super().__init__(make_worker, num_workers, max_restarts=max_restarts, log=log, start_timeout_s=start_timeout_s)
+        self.colocate = colocate
         self.weights: ray.ObjectRef | None = None  # the last synced weights, for replacements
         self.latest_weights: Callable[[], ray.ObjectRef] | None = None  # else how to get them (direct sync)
         self.load_warned = False
-        self.restarts = 0  # over the pool's life, logged as rollout/restarts
         self.engine_seconds = 0.0  # wall time of the last generate, as the slowest worker's engine saw it
         self.asleep = False
         self.loading: dict[int, ray.ObjectRef] = {}  # weight loads submitted without waiting (worker -> call)
@@ -161,64 +162,23 @@ class RolloutPool:
             return
         self._call(range(len(self.workers)), lambda i: self.workers[i].set_rng_state.remote(states[i]))
 
-    def shutdown(self) -> None:
-        for w in self.workers:
-            ray.kill(w)
-
-    def _call(self, indices, submit: Callable[[int], ray.ObjectRef]) -> list:
-        """Run `submit(i)` on the given workers at once; results in index order. A worker that
-        died is replaced and its call resubmitted, up to `max_restarts` times per call. Weight
-        loads submitted without waiting ran before this call on each worker; an error in one is
-        raised here (a dead worker is found by the call itself; its replacement loads the weights)."""
+    def _call(self, indices, submit: Callable[[int], ray.ObjectRef], after_submit=None) -> list:
+        """ActorPool._call. Weight loads submitted without waiting ran before this call on each
+        worker; an error in one is raised here (a dead worker is found by the call itself; its
+        replacement loads the weights)."""
         pending = self._take_loading()
-        futures = {i: submit(i) for i in indices}
-        self._wait(pending)
-        results, restarts = {}, 0
-        for i in futures:
-            while i not in results:
-                try:
-                    results[i] = ray.get(futures[i])
-                except RayActorError as err:
-                    while True:  # a replacement that dies while starting (placed on a node being lost) counts too
-                        restarts += 1
-                        if restarts > self.max_restarts:
-                            raise RolloutWorkerFailure(
-                                f"rollout workers died {restarts} times in one call (rollout.max_restarts="
-                                f"{self.max_restarts}); last error: {err}") from err
-                        try:
-                            self._replace(i, err)
-                            break
-                        except RayActorError as again:
-                            err = again
-                    futures[i] = submit(i)
-        return [results[i] for i in futures]
+        return super()._call(indices, submit, after_submit=lambda: self._wait(pending))
 
-    def _started(self, workers: list, what: str) -> None:
-        """Wait for `workers` to answer; RolloutWorkerFailure after start_timeout_s (e.g. the only
-        node with the resource they ask for was lost)."""
-        try:
-            ray.get([w.ping.remote() for w in workers], timeout=self.start_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            for w in workers:
-                ray.kill(w)
-            raise RolloutWorkerFailure(f"{what} did not start within {self.start_timeout_s:g} s "
-                                       f"(resources.placement_timeout_s): no live node has room for them, or the "
-                                       f"node resource they ask for (resources.rollout_node_resource)") from None
-
-    def _replace(self, i: int, err: Exception) -> None:
-        def start():  # a new worker with the latest weights, asleep if the pool is
-            worker = self.make_worker(i)
-            self._started([worker], f"a replacement for rollout worker {i}")
-            weights = self.weights if self.weights is not None else (
-                self.latest_weights() if self.latest_weights is not None else None)
-            if weights is not None:
-                self._load_note(ray.get(worker.load_weights.remote(weights)))
-            if self.asleep:
-                ray.get(worker.sleep.remote())
-            return worker
-
-        self.workers[i] = replace_actor(f"rollout worker {i}", self.workers[i], f"died ({first_line(err)})", start, self.log)
-        self.restarts += 1
+    def _start_replacement(self, i: int) -> Any:
+        """A new worker with the latest weights, asleep if the pool is."""
+        worker = super()._start_replacement(i)
+        weights = self.weights if self.weights is not None else (
+            self.latest_weights() if self.latest_weights is not None else None)
+        if weights is not None:
+            self._load_note(ray.get(worker.load_weights.remote(weights)))
+        if self.asleep:
+            ray.get(worker.sleep.remote())
+        return worker
 
 
 # ---------------------------------------------------------------- placement
