@@ -210,9 +210,7 @@ def plot(per_recipe: dict[str, dict[str, list[dict]]], path: Path) -> None:
                 ylabel="held-out accuracy (learnable mean)", title=f"{recipe}: accuracy vs wall time")
         ax.legend()
         ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    C.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -111,9 +111,7 @@ def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
     ax.set(xlabel="step", ylabel="mean answer tokens (training rollouts)", title="answer length (band = min..max over seeds)")
     ax2.set(xlabel="step", ylabel="held-out accuracy, learnable mean", title="accuracy (full max_tokens at eval)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    C.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -167,6 +167,17 @@ def print_table(header: list[str], rows: list[list]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Lay out, write (making the folder) and close a matplotlib figure, and say where."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def hardware() -> dict:
     import torch
 

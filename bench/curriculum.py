@@ -267,9 +267,7 @@ def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
                      label=d if name == "uniform" else None)
     ax2.set(xlabel="step", ylabel="held-out accuracy", title="per rung, first seed: uniform (--) vs ucb (-)")
     ax2.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    C.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -231,8 +231,7 @@ def plot(result: dict, path: Path, previous: dict | None = None) -> None:
     ax.set_ylabel("held-out exact-match accuracy")
     ax.set_title("quickstart trained by the rule, a reward model, a judge")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    C.save_figure(fig, path)
 
 
 def main(argv=None) -> None:

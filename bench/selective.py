@@ -269,10 +269,7 @@ def plot(per_arm: dict[str, list[dict]], path: Path) -> None:
         ax2.set_xticks(x, names)
         ax2.legend()
     ax2.set(ylabel="zero-variance groups generated (mean ± std over seeds)", title="zero-variance groups per arm")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    C.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

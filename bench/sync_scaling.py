@@ -390,9 +390,7 @@ def plot(cells: list[dict], path: Path) -> None:
     ax.set_title("Weight sync, learner -> engine (2 CPU cores, Ray nodes on loopback)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    C.save_figure(fig, path, dpi=120)
 
 
 def print_cells(cells: list[dict]) -> None:

@@ -7,8 +7,8 @@ whose train pool holds learnable prompts plus dead ones (easy-dead: solved 8/8; 
 the dead share being a knob; a prompt's difficulty is a property of the prompt (its size), so its
 pass rate persists from one profile to the next.
 
-    skill  question   answer (answer_symbols: digits)   answer (per_skill, the default)
-    rev    R3141=     1413  reverse                      1413  (digits 0-9)
+    skill  question   answer (answer_symbols: digits)   answer (all_own, the default)
+    rev    R3141=     1413  reverse                      #&#%  (!#$%&*+/?@)
     inc    I3149=     4250  every digit + 1 mod 10       ecfa  (a-j)
     sort   S3141=     1134  digits in ascending order    llno  (k-t)
     max    M3141=     3344  running maximum              DDEE  (A-J)
@@ -19,11 +19,13 @@ Reward: exact match of the stripped answer (the built-in `exact_match`).
 Little transfer between skills. A first version wrote every answer in digits and its teacher
 slipped to a uniformly drawn digit: training one skill alone then lifted the others by up to
 +0.27 (sort -> max), because what GRPO removed (late-position slips into digits) was shared.
-So each skill writes its answers in its own ten symbols (`answer_symbols: per_skill`; the
-output rows of one skill are not another's) and the teacher makes mistakes typical of the skill
-(`slips: typical`; `typical_mistake`). The measured transfer matrix, and what is left of it (one
-skill trained alone can pull another down: inc -> rev), is in docs/results.md, "Realistic data:
-the skills proving ground".
+So each skill writes its answers in ten symbols of its own (the output rows of one skill are not
+another's) and the teacher makes mistakes typical of the skill (`slips: typical`;
+`typical_mistake`). With `answer_symbols: per_skill` rev kept the question's digits, and every
+other skill trained alone pulled rev down (by up to 0.26: forgetting); `all_own` (the default)
+gives rev its own symbols too. What is left is drift without an anchor (inc alone: max -0.14),
+which the recipes' KL term (algo.kl_coef 0.2) holds within the seed spread. The transfer
+matrices of every variant are in docs/results.md, "Realistic data: the skills proving ground".
 
 The slipping teacher (envs/chain.py's lesson: GRPO on CPU removes mistakes from a policy that
 mostly knows the skill; it does not teach one in minutes). The SFT warm-up imitates a teacher
@@ -111,11 +113,17 @@ def input_digits(skill: str, length: int) -> int:
 #: skill -> the ten symbols its answers are written in (answer_symbols: per_skill); digits otherwise
 SYMBOLS = {"rev": "0123456789", "inc": "abcdefghij", "sort": "klmnopqrst", "max": "ABCDEFGHIJ",
            "psum": "KLMNOPQRST", "dup": "uvwxyzUVWX"}
+#: rev's symbols under answer_symbols: all_own (no skill then answers in the question's digits)
+REV_OWN_SYMBOLS = "!#$%&*+/?@"
 
 
-def written(skill: str, answer: str, per_skill: bool) -> str:
-    """The answer as the skill writes it: digit d -> SYMBOLS[skill][d] when per_skill."""
-    return "".join(SYMBOLS[skill][int(c)] for c in answer) if per_skill else answer
+def written(skill: str, answer: str, symbols: str) -> str:
+    """The answer as the skill writes it under `answer_symbols`: digit d -> SYMBOLS[skill][d]
+    (per_skill; rev -> REV_OWN_SYMBOLS[d] under all_own), or the digits themselves."""
+    if symbols == "digits":
+        return answer
+    table = REV_OWN_SYMBOLS if symbols == "all_own" and skill == "rev" else SYMBOLS[skill]
+    return "".join(table[int(c)] for c in answer)
 
 
 def slipped(answer: str, slip_rate: float, clean: int, rng: random.Random, wrong=None) -> str:
@@ -167,8 +175,9 @@ class SkillsConfig(EnvConfigBase):
     clean_positions: int = Field(2, ge=0, description="answer positions the teacher never slips on")
     slips: Literal["random", "typical"] = Field("typical", description="the teacher's wrong digit: a uniformly "
                                                 "drawn other digit, or a mistake typical of the skill")
-    answer_symbols: Literal["digits", "per_skill"] = Field("per_skill", description="answers written in digits, "
-                                                           "or each skill in its own ten symbols (SYMBOLS)")
+    answer_symbols: Literal["digits", "per_skill", "all_own"] = Field(
+        "all_own", description="answers written in digits; or each skill in its own ten symbols (SYMBOLS; rev "
+        "keeps the digits); or all_own: rev too writes in its own symbols (REV_OWN_SYMBOLS)")
     learnable_size: int = Field(64, ge=1, description="learnable train prompts per skill (the same for every dead_share)")
     dead_share: float = Field(0.5, ge=0, lt=1, description="share of dead prompts in each skill's train pool: "
                               "n_dead = round(dead_share / (1 - dead_share) * learnable_size), on top of the learnable ones")
@@ -257,7 +266,7 @@ class SkillsEnv(PoolEnvironment):
         return out
 
     def _prompt(self, skill: str, band: str, split: str, i: int, digits: str, length: int) -> Prompt:
-        answer = written(skill, solve(skill, digits), self.cfg.answer_symbols == "per_skill")
+        answer = written(skill, solve(skill, digits), self.cfg.answer_symbols)
         return Prompt(uid=f"{skill}/{split}/{band}/{i}", distribution=skill, question=question(skill, digits),
                       answer=answer, hint=answer[: max(1, len(answer) // 2)],
                       columns={"answer": answer, "band": band, "size": length})
@@ -277,7 +286,7 @@ class SkillsEnv(PoolEnvironment):
             p = self._prompt(skill, "warmup", "warmup", len(out), digits, length)
             wrong = typical_mistake(skill, digits) if cfg.slips == "typical" else None
             teacher = slipped(solve(skill, digits), cfg.slip_rate, cfg.clean_positions, rng, wrong)
-            out.append((p, written(skill, teacher, cfg.answer_symbols == "per_skill")))
+            out.append((p, written(skill, teacher, cfg.answer_symbols)))
         return out
 
     def sft_examples(self, distribution: str) -> list[tuple[Prompt, str]]:

@@ -223,3 +223,23 @@ def test_realistic_counts_the_profile_and_leaves_hard_dead_out_of_the_mean():
     assert [p["tokens"] for p in s["curve"]] == [0, 100]
     assert s["final_accuracy_mean"] == (0.5 + 0.7) / 2 and set(s["final_accuracy"]) == {"rev", "inc"}
     assert s["hard_dead"] == [0.0, 0.1] and s["profile_answers"] == 100
+
+
+def test_realistic_pass_rate_correlation_by_hand():
+    """bench/realistic.py's persistence figure. Profiles a = (0, .5, 1, .5), b = (0, .25, 1, .75):
+    means .5 and .5, deviations (-.5, 0, .5, 0) and (-.5, -.25, .5, .25): cov sum .5, variance sums
+    .5 and .625, r = .5 / sqrt(.5 * .625) = 0.894. Within groups {u0, u1} and {u2, u3} the group
+    means are subtracted first: a -> (-.25, .25, .25, -.25), b -> (-.125, .125, .125, -.125), r = 1;
+    and a swap of b inside each group gives r = -1."""
+    import pytest
+
+    from bench import realistic as R
+
+    uids = ["u0", "u1", "u2", "u3"]
+    a = dict(zip(uids, [0, 0.5, 1, 0.5]))
+    b = dict(zip(uids, [0, 0.25, 1, 0.75]))
+    assert R.correlation(a, b, uids) == pytest.approx(0.5 / (0.5 * 0.625) ** 0.5)
+    cell = {"u0": ("rev", 4), "u1": ("rev", 4), "u2": ("rev", 5), "u3": ("rev", 5)}
+    assert R.correlation(a, b, uids, cell) == pytest.approx(1.0)
+    swapped = dict(zip(uids, [0.25, 0, 0.75, 1]))
+    assert R.correlation(a, swapped, uids, cell) == pytest.approx(-1.0)

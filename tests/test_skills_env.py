@@ -6,7 +6,8 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from envs.skills import HARD_DEAD, MIXED, SYMBOLS, SkillsConfig, question, slipped, solve, typical_mistake, written
+from envs.skills import (HARD_DEAD, MIXED, REV_OWN_SYMBOLS, SYMBOLS, SkillsConfig, question, slipped, solve,
+                         typical_mistake, written)
 from rlcurr.rewards.builtin import exact_match
 
 SMALL = dict(learnable_size=40, eval_size=12, hard_eval_size=6, warmup_size=50)
@@ -32,15 +33,18 @@ def test_questions_and_rewards_by_hand():
     p = env.train_prompts("psum")[0]
     assert len(p.question) == p.columns["size"] + 3  # letter, size + 1 digits, '='
     assert p.answer == solve("psum", p.question[1:-1]) and p.hint == p.answer[: len(p.answer) // 2]
-    # per_skill (the default): each skill writes its answer in its own ten symbols
-    assert written("inc", "4250", True) == "ecfa" and written("max", "3344", True) == "DDEE"
-    assert written("rev", "1413", True) == "1413" and written("inc", "4250", False) == "4250"
+    # per_skill: each skill writes its answer in its own ten symbols, rev in the question's digits
+    assert written("inc", "4250", "per_skill") == "ecfa" and written("max", "3344", "per_skill") == "DDEE"
+    assert written("rev", "1413", "per_skill") == "1413" and written("inc", "4250", "digits") == "4250"
+    # all_own (the default): rev too leaves the digits (REV_OWN_SYMBOLS = "!#$%&*+/?@": 1 -> '#', 4 -> '&', 3 -> '%')
+    assert written("rev", "1413", "all_own") == "#&#%" and written("inc", "4250", "all_own") == "ecfa"
     env = SkillsConfig(**SMALL).build(0)
+    own = {**SYMBOLS, "rev": REV_OWN_SYMBOLS}
     for skill in env.distributions():
         p = env.train_prompts(skill)[0]
-        assert p.answer == written(skill, solve(skill, p.question[1:-1]), True)
-        assert set(p.answer) <= set(SYMBOLS[skill])
-    alphabets = [set(SYMBOLS[s]) for s in ("rev", "inc", "sort", "max")]
+        assert p.answer == written(skill, solve(skill, p.question[1:-1]), "all_own")
+        assert set(p.answer) <= set(own[skill])
+    alphabets = [set(own[s]) for s in ("rev", "inc", "sort", "max")] + [set("0123456789=")]  # + the question's
     assert all(a.isdisjoint(b) for i, a in enumerate(alphabets) for b in alphabets[i + 1:])
     # the environment's verifier: exact match of the stripped answer
     assert exact_match(["q"] * 4, ["4556", " 4556\n", "4557", "45566"], answer=["4556"] * 4) == [1.0, 1.0, 0.0, 0.0]
