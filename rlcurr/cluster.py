@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -215,14 +216,22 @@ class ActorNames:
         return {"name": f"{self.key}/{role}-{index}.{gen}", "namespace": NAMESPACE}
 
 
-def clean_run_actors(key: str) -> list[str]:
-    """Kill the actors an earlier driver of this run left (names under `key/`); returns their names."""
+def clean_run_actors(key: str, wait_s: float = 30.0) -> list[str]:
+    """Kill the actors an earlier driver of this run left (names under `key/`) and wait, up to
+    `wait_s`, until Ray has let go of their names (ray.kill returns before the actor is dead, and
+    this run's actors take the same names); returns their names."""
+    def named() -> set[str]:
+        return {e["name"] for e in ray.util.list_named_actors(all_namespaces=True)
+                if e.get("namespace") == NAMESPACE and e["name"].startswith(f"{key}/")}
+
     killed = []
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry.get("namespace") == NAMESPACE and entry["name"].startswith(f"{key}/"):
-            with contextlib.suppress(ValueError):  # gone meanwhile
-                ray.kill(ray.get_actor(entry["name"], namespace=NAMESPACE))
-                killed.append(entry["name"])
+    for name in sorted(named()):
+        with contextlib.suppress(ValueError):  # gone meanwhile
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            killed.append(name)
+    deadline = time.monotonic() + wait_s
+    while killed and named() & set(killed) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return killed
 
 
