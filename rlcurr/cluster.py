@@ -49,6 +49,16 @@ def ray_address() -> str | None:
     return os.environ.get("RAY_ADDRESS", "").strip() or None
 
 
+def cpu_thread_cap() -> int | None:
+    """RLCURR_CPU_THREADS: this run's share of a machine others use (None: unset)."""
+    text = os.environ.get("RLCURR_CPU_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"RLCURR_CPU_THREADS must be a whole number of threads >= 1 (got {text!r})")
+    return int(text)
+
+
 @contextlib.contextmanager
 def ray_of_this_call():
     """On the way out (error or not), shut down a Ray that the block started (`connect`), never one

@@ -44,7 +44,8 @@ from rlcurr.algos.advantages import group_advantages
 from rlcurr.checkpoint import (STATE_FILE, check_checkpoint, checkpoint_dir, find_latest_checkpoint, load_state,
                                rng_state, save_checkpoint, save_state, set_rng_state, truncate_jsonl)
 from rlcurr.actors import first_line
-from rlcurr.cluster import ActorNames, check_cluster, clean_run_actors, connect, node_address, run_key
+from rlcurr.cluster import (ActorNames, check_cluster, clean_run_actors, connect, cpu_thread_cap, node_address,
+                            run_key)
 from rlcurr.config import Config, RewardSpec, dump_config
 from rlcurr.curriculum.controller import CurriculumController
 from rlcurr.curriculum.filters import DynamicSamplingExhausted, d3s_subsample, dapo_filter, refill_size
@@ -748,16 +749,6 @@ def sync_route(transfer: str | None, shared: bool) -> str:
     if transfer is not None:
         return f"vLLM's weight transfer ({transfer})"
     return "a shared-memory file (one node), when /dev/shm has room" if shared else "Ray's object store (several nodes)"
-
-
-def cpu_thread_cap() -> int | None:
-    """RLCURR_CPU_THREADS: this run's share of a machine others use (None: unset)."""
-    text = os.environ.get("RLCURR_CPU_THREADS", "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"RLCURR_CPU_THREADS must be a whole number of threads >= 1 (got {text!r})")
-    return int(text)
 
 
 def cpu_threads(cfg: Config, gpus: bool) -> tuple[int | None, int | None]:

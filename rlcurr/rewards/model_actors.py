@@ -21,6 +21,7 @@ from typing import Any, Callable
 import ray
 
 from rlcurr.actors import ActorPool
+from rlcurr.cluster import cpu_thread_cap
 from rlcurr.errors import UserError
 from rlcurr.learner.dataparallel import split_even
 
@@ -47,9 +48,9 @@ class ScorerActor:
 
 
 def actor_threads(num_cpus: float) -> int:
-    cap = os.environ.get("RLCURR_CPU_THREADS", "").strip()
     threads = max(1, int(num_cpus)) if num_cpus >= 1 else (os.cpu_count() or 1)
-    return min(threads, int(cap)) if cap.isdigit() and int(cap) >= 1 else threads
+    cap = cpu_thread_cap()
+    return threads if cap is None else min(threads, cap)
 
 
 class RewardActorPool(ActorPool):

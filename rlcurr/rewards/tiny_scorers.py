@@ -222,14 +222,13 @@ def build_judge(build: Any, template: str) -> Path:
 def _train_classifier(spec: dict, out: Path) -> Path:
     """Trains with at most RLCURR_CPU_THREADS torch threads: a bench builds it before any trainer
     has set the cap, and two threads on cores others use spin (4x the CPU time per step)."""
-    import os
-
     import torch
 
-    threads = torch.get_num_threads()
-    cap = os.environ.get("RLCURR_CPU_THREADS", "").strip()
-    if cap.isdigit() and 1 <= int(cap) < threads:
-        torch.set_num_threads(int(cap))
+    from rlcurr.cluster import cpu_thread_cap
+
+    threads, cap = torch.get_num_threads(), cpu_thread_cap()
+    if cap is not None and cap < threads:
+        torch.set_num_threads(cap)
     try:
         return _train_classifier_threads(spec, out)
     finally:

@@ -162,7 +162,7 @@ class RolloutPool(ActorPool):
             return
         self._call(range(len(self.workers)), lambda i: self.workers[i].set_rng_state.remote(states[i]))
 
-    def _call(self, indices, submit: Callable[[int], ray.ObjectRef], after_submit=None) -> list:
+    def _call(self, indices, submit: Callable[[int], ray.ObjectRef]) -> list:
         """ActorPool._call. Weight loads submitted without waiting ran before this call on each
         worker; an error in one is raised here (a dead worker is found by the call itself; its
         replacement loads the weights)."""
